@@ -1,0 +1,13 @@
+"""arcloss: exact, numerically safe, memory-lean angular-margin losses for PyTorch.
+
+>>> from arcloss import ArcFaceLoss
+>>> loss_fn = ArcFaceLoss(num_classes=10, embedding_size=4)
+"""
+
+from . import functional
+from .losses import ArcFaceLoss, CombinedMarginLoss, CosFaceLoss
+from .margins import AngularMargin
+
+__version__ = "0.1.0"
+
+__all__ = ["ArcFaceLoss", "CosFaceLoss", "CombinedMarginLoss", "AngularMargin", "functional", "__version__"]

@@ -1,0 +1,200 @@
+"""The fused margin-softmax cross-entropy: chunked over rows, gradients computed during the forward.
+
+Shapes: ``x`` is ``(N, D)`` embeddings, ``weight`` is ``(D, C)`` class centres (pytorch-metric-learning's
+layout), ``labels`` is ``(N,)`` int64. With ``xhat = x / |x|`` and ``dots = xhat @ W``, the logits are
+``z_ij = s * dots_ij / |W_j|`` except ``z_iy = s * phi(cos_iy)`` (see :mod:`arcloss.margins`), and the
+loss of row i is ``logsumexp_j z_ij - z_iy``.
+
+The pass over one chunk of K rows is (``G`` = d loss / d dots, left in the chunk buffer by the softmax):
+
+1. ``buf = xhat[K] @ W``                              -- GEMM 1, (K, C)
+2. softmax statistics and ``G``, in place in ``buf``   -- :mod:`arcloss._softmax_torch` / ``_softmax_triton``
+3. ``grad_xhat[K] = G @ W.T``                        -- GEMM 2, (K, D)
+4. ``A += xhat[K].T @ G``                            -- GEMM 3, (D, C), the first chunk writes it
+
+Three GEMMs in all, as plain ``nn.Linear`` + ``cross_entropy``; nothing of size N x C is ever alive, only
+``buf`` (K x C). The normalisations are folded in rather than materialised: ``1 / |W_j|`` scales the
+columns of ``buf``, and the gradient is projected through both normalisations afterwards:
+
+- ``d/dx_i    = (g_i - xhat_i (xhat_i . g_i)) / |x_i|`` with ``g = grad_xhat``  (small, N x D)
+- ``d/dW_j    = A_j - W_j (W_j . A_j) / |W_j|^2``    -- in place on ``A``, in column blocks.
+
+The target cosine is computed separately as ``xhat_i . W_y / |W_y|`` in the accumulation dtype (float32
+even under autocast), so the margin is applied to an accurate cosine.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from types import ModuleType
+
+import torch
+from torch import Tensor
+
+from . import _softmax_torch
+from .margins import AngularMargin
+
+NORM_EPS = 1e-12  # as torch.nn.functional.normalize, which pytorch-metric-learning uses
+DEFAULT_MIN_CHUNK_BYTES = 64 * 2**20
+DEFAULT_CHUNK_FRACTION = 0.3
+_COLUMN_BLOCK = 8192
+
+StatsReducer = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
+
+
+def accumulation_dtype(*dtypes: torch.dtype) -> torch.dtype:
+    """float64 if any input is float64, else float32: the dtype of the softmax and margin math."""
+    return torch.float64 if torch.float64 in dtypes else torch.float32
+
+
+def chunk_rows(
+    num_rows: int,
+    num_classes: int,
+    embedding_size: int,
+    bytes_per_logit: int,
+    budget_bytes: int | None = None,
+) -> int:
+    """Rows per chunk so that the chunk buffers stay within the memory budget.
+
+    The default budget is ``max(64 MiB, 0.3 * bytes of W)``: the transient memory of the loss stays below a
+    third of the class centres' size however many classes there are, and small problems run in one chunk.
+    Chunks are balanced (``ceil(N / n)`` rows each), because each chunk streams the ``(D, C)`` gradient
+    accumulator through memory once: fewer, larger chunks are faster.
+    """
+    if num_rows == 0:
+        return 1
+    if budget_bytes is None:
+        w_bytes = num_classes * embedding_size * bytes_per_logit
+        budget_bytes = max(DEFAULT_MIN_CHUNK_BYTES, int(DEFAULT_CHUNK_FRACTION * w_bytes))
+    per_row = max(1, num_classes * bytes_per_logit)
+    rows = max(1, min(num_rows, budget_bytes // per_row))
+    chunks = math.ceil(num_rows / rows)
+    return math.ceil(num_rows / chunks)
+
+
+def _column_dots(a: Tensor, b: Tensor) -> Tensor:
+    """``(a * b).sum(0)`` for ``(D, C)`` tensors, in column blocks so no ``(D, C)`` temporary is made."""
+    out = torch.empty(a.shape[1], dtype=a.dtype, device=a.device)
+    for start in range(0, a.shape[1], _COLUMN_BLOCK):
+        block = slice(start, start + _COLUMN_BLOCK)
+        out[block] = (a[:, block] * b[:, block]).sum(0)
+    return out
+
+
+def margin_ce_chunks(
+    x: Tensor,
+    weight: Tensor,
+    labels: Tensor,
+    row_weight: Tensor,
+    margin: AngularMargin,
+    scale: float,
+    *,
+    want_grad_x: bool,
+    want_grad_w: bool,
+    matmul_dtype: torch.dtype | None = None,
+    rows_per_chunk: int | None = None,
+    softmax: ModuleType = _softmax_torch,
+    reduce_stats: StatsReducer | None = None,
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """Per-row losses and, optionally, the gradients of ``sum_i row_weight_i * loss_i``.
+
+    Args:
+        x: ``(N, D)`` embeddings, any float dtype.
+        weight: ``(D, C)`` class centres, any float dtype.
+        labels: ``(N,)`` int64 in ``[0, C)``; -1 where the target class lives in another shard.
+        row_weight: ``(N,)`` weight of each row's loss in the gradient (``1/N`` for a mean).
+        margin: the target-logit margin.
+        scale: the logit scale ``s``.
+        want_grad_x, want_grad_w: which gradients to compute (skipped work otherwise).
+        matmul_dtype: dtype of the three GEMMs (e.g. bfloat16 under autocast); default: accumulation dtype.
+        rows_per_chunk: override of :func:`chunk_rows`.
+        softmax: the chunk-softmax implementation (:mod:`arcloss._softmax_torch` or the Triton one).
+        reduce_stats: for a sharded loss, maps this shard's ``(row_max, row_sum)`` to the global ones.
+
+    Returns:
+        ``(loss, grad_x, grad_w)``: ``loss`` is ``(N,)`` in the accumulation dtype; the gradients are in
+        the dtypes of ``x`` and ``weight``, or ``None`` where not wanted.
+    """
+    n, d = x.shape
+    c = weight.shape[1]
+    acc = accumulation_dtype(x.dtype, weight.dtype)
+    mm_dtype = matmul_dtype or acc
+    xf = x.to(acc)
+    x_norm = torch.linalg.vector_norm(xf, dim=1).clamp_min(NORM_EPS)
+    xhat = xf / x_norm[:, None]
+    w_mm = weight.to(mm_dtype)
+    w_norm = torch.linalg.vector_norm(weight, dim=0, dtype=acc).clamp_min(NORM_EPS)
+    col_scale = scale / w_norm
+
+    local = labels >= 0
+    safe_labels = labels.clamp_min(0)
+    target_cos = (xhat * weight.index_select(1, safe_labels).t().to(acc)).sum(1) / w_norm[safe_labels]
+    target_phi, target_slope = margin(target_cos)
+    target_logit = scale * target_phi
+
+    loss = torch.empty(n, dtype=acc, device=x.device)
+    grad_xhat = torch.empty(n, d, dtype=acc, device=x.device) if want_grad_x else None
+    grad_w = torch.empty(d, c, dtype=acc, device=x.device) if want_grad_w and n else None
+    k = rows_per_chunk or chunk_rows(n, c, d, torch.finfo(acc).bits // 8)
+    buf = torch.empty(min(k, n), c, dtype=acc, device=x.device)
+    xhat_mm = xhat.to(mm_dtype)
+
+    for start in range(0, n, k):
+        rows = slice(start, min(start + k, n))
+        chunk = buf[: rows.stop - start]
+        if mm_dtype == acc:
+            torch.mm(xhat_mm[rows], w_mm, out=chunk)
+        else:
+            chunk.copy_(torch.mm(xhat_mm[rows], w_mm))
+        lab = torch.where(local[rows], safe_labels[rows], -1)
+        row_max, row_sum = softmax.row_stats(chunk, lab, col_scale, target_logit[rows])
+        global_max, global_sum = (row_max, row_sum) if reduce_stats is None else reduce_stats(row_max, row_sum)
+        loss[rows] = global_max + torch.log(global_sum) - target_logit[rows]
+        if not (want_grad_x or want_grad_w):
+            continue
+        row_factor = softmax.logit_grad_(
+            chunk, lab, col_scale, target_logit[rows], target_slope[rows], row_max, global_max, global_sum
+        )
+        row_scale = row_weight[rows].to(acc)
+        if row_factor is not None:
+            row_scale = row_scale * row_factor
+        grad_chunk = chunk if mm_dtype == acc else chunk.to(mm_dtype)
+        if grad_xhat is not None:
+            torch.mul(torch.mm(grad_chunk, w_mm.t()), row_scale[:, None], out=grad_xhat[rows])
+        if grad_w is not None:
+            lhs = (xhat[rows] * row_scale[:, None]).t().to(mm_dtype)
+            if start == 0 and mm_dtype == acc:
+                torch.mm(lhs, grad_chunk, out=grad_w)
+            elif mm_dtype == acc:
+                grad_w.addmm_(lhs, grad_chunk)
+            else:
+                _add_mm_blocked(grad_w, lhs, grad_chunk, first=start == 0)
+    del buf
+
+    grad_x = None
+    if grad_xhat is not None:
+        radial = (grad_xhat * xhat).sum(1, keepdim=True)
+        grad_x = ((grad_xhat - xhat * radial) / x_norm[:, None]).to(x.dtype)
+    if want_grad_w:
+        if grad_w is None:
+            grad_w = torch.zeros(d, c, dtype=acc, device=x.device)
+        w_acc = weight if weight.dtype == acc else weight.to(acc)
+        coef = _column_dots(w_acc, grad_w) / (w_norm * w_norm)
+        for start in range(0, c, _COLUMN_BLOCK):
+            block = slice(start, start + _COLUMN_BLOCK)
+            grad_w[:, block].addcmul_(w_acc[:, block], coef[block], value=-1.0)
+        grad_w = grad_w.to(weight.dtype)
+    return loss, grad_x, grad_w
+
+
+def _add_mm_blocked(out: Tensor, lhs: Tensor, rhs: Tensor, *, first: bool) -> None:
+    """``out (+)= lhs @ rhs`` for a reduced-precision product into a float32 accumulator, in column
+    blocks, so the reduced-precision temporary stays ``(D, block)`` rather than ``(D, C)``."""
+    for start in range(0, out.shape[1], _COLUMN_BLOCK):
+        block = slice(start, start + _COLUMN_BLOCK)
+        product = torch.mm(lhs, rhs[:, block])
+        if first:
+            out[:, block].copy_(product)
+        else:
+            out[:, block].add_(product)
