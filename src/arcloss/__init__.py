@@ -10,4 +10,4 @@ from .margins import AngularMargin
 
 __version__ = "0.1.0"
 
-__all__ = ["ArcFaceLoss", "CosFaceLoss", "CombinedMarginLoss", "AngularMargin", "functional", "__version__"]
+__all__ = ["AngularMargin", "ArcFaceLoss", "CombinedMarginLoss", "CosFaceLoss", "__version__", "functional"]

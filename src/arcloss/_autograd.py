@@ -57,8 +57,22 @@ def margin_ce_op(
 
 
 @margin_ce_op.register_fake
-def _(x, weight, labels, row_weight, m1, m2, m3, easy_margin, scale, want_grad_x, want_grad_w, matmul_dtype,
-      rows_per_chunk, backend):
+def _(
+    x,
+    weight,
+    labels,
+    row_weight,
+    m1,
+    m2,
+    m3,
+    easy_margin,
+    scale,
+    want_grad_x,
+    want_grad_w,
+    matmul_dtype,
+    rows_per_chunk,
+    backend,
+):
     acc = accumulation_dtype(x.dtype, weight.dtype)
     loss = x.new_empty((x.shape[0],), dtype=acc)
     grad_x = x.new_empty(x.shape) if want_grad_x else x.new_empty(_EMPTY)
@@ -70,8 +84,7 @@ class MarginCrossEntropy(torch.autograd.Function):
     """``loss = reduce_i( logsumexp_j z_ij - z_iy )`` with margin logits; see :mod:`arcloss._fused`."""
 
     @staticmethod
-    def forward(ctx, x, weight, labels, margin: AngularMargin, scale, reduction, matmul_dtype, rows_per_chunk,
-                backend):
+    def forward(ctx, x, weight, labels, margin: AngularMargin, scale, reduction, matmul_dtype, rows_per_chunk, backend):
         n = x.shape[0]
         params = (margin.m1, margin.m2, margin.m3, margin.easy_margin, scale)
         ctx.reduction = reduction
@@ -80,14 +93,16 @@ class MarginCrossEntropy(torch.autograd.Function):
             ctx.options = (matmul_dtype, rows_per_chunk, backend)
             ctx.save_for_backward(x, weight, labels)
             unit = x.new_ones((n,), dtype=accumulation_dtype(x.dtype, weight.dtype))
-            loss, _, _ = margin_ce_op(x, weight, labels, unit, *params, False, False, matmul_dtype,
-                                      rows_per_chunk, backend)
+            loss, _, _ = margin_ce_op(
+                x, weight, labels, unit, *params, False, False, matmul_dtype, rows_per_chunk, backend
+            )
             return loss
         acc = accumulation_dtype(x.dtype, weight.dtype)
         row_weight = x.new_full((n,), 1.0 / n if reduction == "mean" else 1.0, dtype=acc)
         want_x, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        loss, grad_x, grad_w = margin_ce_op(x, weight, labels, row_weight, *params, want_x, want_w,
-                                            matmul_dtype, rows_per_chunk, backend)
+        loss, grad_x, grad_w = margin_ce_op(
+            x, weight, labels, row_weight, *params, want_x, want_w, matmul_dtype, rows_per_chunk, backend
+        )
         ctx.want = (want_x, want_w)
         ctx.save_for_backward(grad_x, grad_w)
         return (loss * row_weight).sum()
@@ -98,8 +113,18 @@ class MarginCrossEntropy(torch.autograd.Function):
             x, weight, labels = ctx.saved_tensors
             want_x, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
             matmul_dtype, rows_per_chunk, backend = ctx.options
-            _, grad_x, grad_w = margin_ce_op(x, weight, labels, grad_out.contiguous(), *ctx.params, want_x,
-                                             want_w, matmul_dtype, rows_per_chunk, backend)
+            _, grad_x, grad_w = margin_ce_op(
+                x,
+                weight,
+                labels,
+                grad_out.contiguous(),
+                *ctx.params,
+                want_x,
+                want_w,
+                matmul_dtype,
+                rows_per_chunk,
+                backend,
+            )
             return (grad_x if want_x else None, grad_w if want_w else None) + (None,) * 7
         grad_x, grad_w = ctx.saved_tensors
         want_x, want_w = ctx.want

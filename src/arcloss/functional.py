@@ -18,7 +18,7 @@ from ._fused import accumulation_dtype
 from ._validation import check_angle_degrees, check_choice, check_inputs, check_real, check_scale
 from .margins import AngularMargin
 
-__all__ = ["arcface_loss", "cosface_loss", "combined_margin_loss", "margin_loss", "cosine_logits"]
+__all__ = ["arcface_loss", "combined_margin_loss", "cosface_loss", "cosine_logits", "margin_loss"]
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -76,8 +76,9 @@ def margin_loss(
     check_choice("reduction", reduction, REDUCTIONS)
     if not isinstance(weight, Tensor) or not weight.is_floating_point() or weight.dim() != 2:
         raise TypeError("weight must be a 2-D floating-point tensor of shape (embedding_size, num_classes)")
-    if rows_per_chunk is not None and (isinstance(rows_per_chunk, bool) or not isinstance(rows_per_chunk, int)
-                                       or rows_per_chunk < 1):
+    if rows_per_chunk is not None and (
+        isinstance(rows_per_chunk, bool) or not isinstance(rows_per_chunk, int) or rows_per_chunk < 1
+    ):
         raise ValueError(f"rows_per_chunk must be a positive int or None, got {rows_per_chunk!r}")
     embeddings, labels = check_inputs(embeddings, labels, weight, check_values=validate)
     name = _backends.resolve(backend, embeddings.device)
@@ -136,8 +137,9 @@ def combined_margin_loss(
     **kwargs,
 ) -> Tensor:
     """insightface's combined margin ``s * (cos(m1 * theta_y + m2) - m3)``; ``m2`` in degrees."""
-    margin = AngularMargin(check_real("m1", m1), math.radians(check_angle_degrees("m2", m2)),
-                           check_real("m3", m3), bool(easy_margin))
+    margin = AngularMargin(
+        check_real("m1", m1), math.radians(check_angle_degrees("m2", m2)), check_real("m3", m3), bool(easy_margin)
+    )
     return margin_loss(embeddings, weight, labels, margin, scale, **kwargs)
 
 

@@ -18,7 +18,7 @@ from ._backends import BACKENDS
 from ._validation import check_angle_degrees, check_choice, check_real, check_scale, check_size
 from .margins import AngularMargin
 
-__all__ = ["ArcFaceLoss", "CosFaceLoss", "CombinedMarginLoss"]
+__all__ = ["ArcFaceLoss", "CombinedMarginLoss", "CosFaceLoss"]
 
 # pytorch-metric-learning options that would change the loss: accepting and ignoring them would be a lie.
 _UNSUPPORTED = {
@@ -97,8 +97,7 @@ class _MarginLoss(nn.Module):
             else:
                 self.weight_init_func(self.W)
 
-    def forward(self, embeddings: Tensor, labels: Tensor, indices_tuple=None, ref_emb=None,
-                ref_labels=None) -> Tensor:
+    def forward(self, embeddings: Tensor, labels: Tensor, indices_tuple=None, ref_emb=None, ref_labels=None) -> Tensor:
         """Loss of ``embeddings`` ``(N, embedding_size)`` with ``labels`` ``(N,)`` in ``[0, num_classes)``.
 
         Returns a scalar (``reduction="mean"|"sum"``) or ``(N,)`` (``"none"``). The three trailing
@@ -107,8 +106,17 @@ class _MarginLoss(nn.Module):
         for name, value in (("indices_tuple", indices_tuple), ("ref_emb", ref_emb), ("ref_labels", ref_labels)):
             if value is not None:
                 raise ValueError(f"{name} is not supported: angular-margin losses use no miner or reference set")
-        return F.margin_loss(embeddings, self.W, labels, self.margin_spec, self.scale, reduction=self.reduction,
-                             backend=self.backend, rows_per_chunk=self.rows_per_chunk, validate=self.validate)
+        return F.margin_loss(
+            embeddings,
+            self.W,
+            labels,
+            self.margin_spec,
+            self.scale,
+            reduction=self.reduction,
+            backend=self.backend,
+            rows_per_chunk=self.rows_per_chunk,
+            validate=self.validate,
+        )
 
     def get_logits(self, embeddings: Tensor) -> Tensor:
         """``scale * cos(theta)`` for every class, ``(N, num_classes)``, without margin (for inference)."""
@@ -118,8 +126,10 @@ class _MarginLoss(nn.Module):
         return F.cosine_logits(embeddings, self.W, self.scale)
 
     def extra_repr(self) -> str:
-        return (f"num_classes={self.num_classes}, embedding_size={self.embedding_size}, {self._margin_repr()}, "
-                f"scale={self.scale:g}, reduction={self.reduction!r}, backend={self.backend!r}")
+        return (
+            f"num_classes={self.num_classes}, embedding_size={self.embedding_size}, {self._margin_repr()}, "
+            f"scale={self.scale:g}, reduction={self.reduction!r}, backend={self.backend!r}"
+        )
 
     def _margin_repr(self) -> str:
         raise NotImplementedError
@@ -136,7 +146,8 @@ class ArcFaceLoss(_MarginLoss):
         reduction: ``"mean"`` | ``"sum"`` | ``"none"``.
         backend: ``"auto"`` | ``"torch"`` | ``"triton"``.
         validate: check label range and finite embeddings each call (one device sync).
-        rows_per_chunk: rows per fused chunk (default: from a memory budget, see :func:`arcloss.functional.margin_loss`).
+        rows_per_chunk: rows per fused chunk (default: from a memory budget, see
+            :func:`arcloss.functional.margin_loss`).
         weight_init_func: called on ``W`` to initialise it (default ``nn.init.normal_``).
         device, dtype: of ``W``.
 
@@ -145,8 +156,9 @@ class ArcFaceLoss(_MarginLoss):
         margin: the margin in degrees; ``margin_radians`` in radians.
     """
 
-    def __init__(self, num_classes: int, embedding_size: int, margin: float = 28.6, scale: float = 64,
-                 **kwargs) -> None:
+    def __init__(
+        self, num_classes: int, embedding_size: int, margin: float = 28.6, scale: float = 64, **kwargs
+    ) -> None:
         self.margin = check_angle_degrees("margin", margin)
         super().__init__(num_classes, embedding_size, scale, **kwargs)
 
@@ -168,8 +180,9 @@ class CosFaceLoss(_MarginLoss):
     ``margin`` is a cosine margin (dimensionless, >= 0). Other arguments as :class:`ArcFaceLoss`.
     """
 
-    def __init__(self, num_classes: int, embedding_size: int, margin: float = 0.35, scale: float = 64,
-                 **kwargs) -> None:
+    def __init__(
+        self, num_classes: int, embedding_size: int, margin: float = 0.35, scale: float = 64, **kwargs
+    ) -> None:
         self.margin = check_real("margin", margin)
         if self.margin < 0:
             raise ValueError(f"margin must be >= 0, got {margin!r}")
@@ -196,8 +209,17 @@ class CombinedMarginLoss(_MarginLoss):
         Others as :class:`ArcFaceLoss`.
     """
 
-    def __init__(self, num_classes: int, embedding_size: int, m1: float = 1.0, m2: float = 28.6, m3: float = 0.0,
-                 scale: float = 64, easy_margin: bool = False, **kwargs) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        embedding_size: int,
+        m1: float = 1.0,
+        m2: float = 28.6,
+        m3: float = 0.0,
+        scale: float = 64,
+        easy_margin: bool = False,
+        **kwargs,
+    ) -> None:
         self.m1 = check_real("m1", m1)
         self.m2 = check_angle_degrees("m2", m2)
         self.m3 = check_real("m3", m3)
