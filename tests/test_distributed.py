@@ -1,0 +1,298 @@
+"""Sharded losses against single-process ArcFaceLoss on the same global batch, in 2 and 4 gloo processes.
+
+Every process builds the same global batch and the same single-process reference (the full ``W``
+assembled from the shards); each then checks its own part of the sharded result. All checks of one world
+size run in one spawn (process start-up dominates the cost).
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import itertools
+import math
+import pathlib
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from arcloss import ArcFaceLoss, CosFaceLoss
+from arcloss._partial_fc import columns_of_labels, num_sampled_columns, sample_columns
+from arcloss.distributed import (
+    ShardedArcFaceLoss,
+    ShardedCosFaceLoss,
+    class_range,
+    gather_full_weight,
+    load_full_weight_,
+    shard_full_weight,
+    to_single_process,
+)
+
+D = 8
+F32 = {"rtol": 2e-5, "atol": 2e-6}
+F64 = {"rtol": 1e-12, "atol": 1e-13}
+
+
+def _global_batch(sizes: list[int], num_classes: int, world: int, dtype: torch.dtype, seed: int = 1234):
+    """The same global batch on every process: ``(N, D)`` embeddings and labels, one label on every shard."""
+    g = torch.Generator().manual_seed(seed)
+    n = sum(sizes)
+    x = torch.randn(n, D, generator=g, dtype=dtype)
+    y = torch.randint(0, num_classes, (n,), generator=g)
+    firsts = torch.tensor([class_range(num_classes, world, r)[0] for r in range(world)])
+    y[: min(n, world)] = firsts[: min(n, world)].flip(0)  # each shard owns a label, rows spread over ranks
+    return x, y
+
+
+def _local(t: torch.Tensor, sizes: list[int], rank: int) -> torch.Tensor:
+    start = sum(sizes[:rank])
+    return t[start : start + sizes[rank]]
+
+
+def _reference(sharded, single_cls, x, y, **kwargs):
+    """Single-process loss and gradients with the full W gathered from the shards."""
+    ref = single_cls(sharded.num_classes, D, sharded.margin, sharded.scale, **kwargs).to(x.dtype)
+    with torch.no_grad():
+        ref.W.copy_(gather_full_weight(sharded, dst=None))
+    x = x.clone().requires_grad_()
+    loss = ref(x, y)
+    loss.backward()
+    return loss.detach(), x.grad, ref.W.grad
+
+
+def _check_exact(
+    rank, world, sizes, num_classes, dtype, tol, sharded_cls=ShardedArcFaceLoss, single=ArcFaceLoss, **kwargs
+):
+    """Loss, embedding gradients (grad_reduction='sum': exactly single-process) and this rank's W gradient."""
+    x, y = _global_batch(sizes, num_classes, world, dtype)
+    sharded = sharded_cls(num_classes, D, grad_reduction="sum", dtype=dtype, **kwargs)
+    ref_loss, ref_gx, ref_gw = _reference(sharded, single, x, y)
+    xl = _local(x, sizes, rank).clone().requires_grad_()
+    loss = sharded(xl, _local(y, sizes, rank))
+    loss.backward()
+    torch.testing.assert_close(loss.detach(), ref_loss, **tol)
+    torch.testing.assert_close(xl.grad, _local(ref_gx, sizes, rank), **tol)
+    torch.testing.assert_close(sharded.W.grad, ref_gw[:, sharded.start : sharded.stop], **tol)
+
+
+def _check_ddp(rank, world, sizes, num_classes):
+    """A Linear backbone under DDP (averaging) gets the single-process gradient; embeddings get world x."""
+    x_in, y = _global_batch(sizes, num_classes, world, torch.float32, seed=99)
+    x_in = x_in[:, :6]
+    torch.manual_seed(7)
+    backbone = nn.Linear(6, D)
+    model = DistributedDataParallel(copy.deepcopy(backbone))
+    sharded = ShardedArcFaceLoss(num_classes, D)
+    ref = ArcFaceLoss(num_classes, D)
+    with torch.no_grad():
+        ref.W.copy_(gather_full_weight(sharded, dst=None))
+    emb_ref = backbone(x_in)
+    emb_ref.retain_grad()
+    ref_loss = ref(emb_ref, y)
+    ref_loss.backward()
+
+    emb = model(_local(x_in, sizes, rank))
+    emb.retain_grad()
+    loss = sharded(emb, _local(y, sizes, rank))
+    loss.backward()
+    torch.testing.assert_close(loss.detach(), ref_loss.detach(), **F32)
+    torch.testing.assert_close(emb.grad, world * _local(emb_ref.grad, sizes, rank), **F32)
+    torch.testing.assert_close(model.module.weight.grad, backbone.weight.grad, **F32)
+    torch.testing.assert_close(model.module.bias.grad, backbone.bias.grad, **F32)
+    torch.testing.assert_close(sharded.W.grad, ref.W.grad[:, sharded.start : sharded.stop], **F32)
+
+
+def _check_partial_fc(rank, world, sizes, num_classes):
+    """Sampled step == single-process loss over the union of sampled classes; W.grad zero elsewhere."""
+    x, y = _global_batch(sizes, num_classes, world, torch.float64)
+    sharded = ShardedArcFaceLoss(num_classes, D, sample_rate=0.25, seed=5, grad_reduction="sum", dtype=torch.float64)
+    full = gather_full_weight(sharded, dst=None)
+    xl = _local(x, sizes, rank).clone().requires_grad_()
+    loss = sharded(xl, _local(y, sizes, rank))
+    loss.backward()
+    mine = sharded.last_sampled_classes
+    parts: list = [None] * world
+    dist.all_gather_object(parts, mine)
+    cols = torch.cat(parts)
+    assert torch.isin(y, cols).all(), "every positive class must be sampled"
+    assert mine.numel() == max(
+        num_sampled_columns(sharded.local_classes, 0.25),
+        int(((y >= sharded.start) & (y < sharded.stop)).unique().numel()),
+    )
+
+    ref = ArcFaceLoss(cols.numel(), D, dtype=torch.float64)
+    with torch.no_grad():
+        ref.W.copy_(full[:, cols])
+    xr = x.clone().requires_grad_()
+    ref_loss = ref(xr, torch.searchsorted(cols, y))
+    ref_loss.backward()
+    torch.testing.assert_close(loss.detach(), ref_loss.detach(), **F64)
+    torch.testing.assert_close(xl.grad, _local(xr.grad, sizes, rank), **F64)
+    offset = sum(p.numel() for p in parts[:rank])
+    local_cols = mine - sharded.start
+    torch.testing.assert_close(sharded.W.grad[:, local_cols], ref.W.grad[:, offset : offset + mine.numel()], **F64)
+    unsampled = torch.ones(sharded.local_classes, dtype=torch.bool)
+    unsampled[local_cols] = False
+    assert bool((sharded.W.grad[:, unsampled] == 0).all())
+
+    # A fresh module with the same seed samples the same classes; the next step samples others.
+    again = ShardedArcFaceLoss(num_classes, D, sample_rate=0.25, seed=5)
+    again(xl.detach().float(), _local(y, sizes, rank))
+    assert torch.equal(again.last_sampled_classes, mine)
+    again(xl.detach().float(), _local(y, sizes, rank))
+    assert not torch.equal(again.last_sampled_classes, mine)
+    # Evaluation uses every class.
+    again.eval()
+    eval_loss = again(xl.detach().float(), _local(y, sizes, rank))
+    torch.testing.assert_close(eval_loss, _full_loss(again, x.float(), y), **F32)
+
+
+def _full_loss(sharded, x, y):
+    ref = ArcFaceLoss(sharded.num_classes, D)
+    with torch.no_grad():
+        ref.W.copy_(gather_full_weight(sharded, dst=None))
+    return ref(x, y).detach()
+
+
+def _check_empty_global(world):
+    sharded = ShardedArcFaceLoss(4 * world + 1, D)
+    x = torch.zeros(0, D, requires_grad=True)
+    loss = sharded(x, torch.zeros(0, dtype=torch.int64))
+    loss.backward()
+    assert loss.item() == 0.0
+    assert bool((sharded.W.grad == 0).all())
+
+
+def _check_checkpoint(rank, world, num_classes, expected_full: torch.Tensor, tmp: pathlib.Path):
+    sharded = ShardedArcFaceLoss(num_classes, D, seed=3, sample_rate=0.5)
+    full = gather_full_weight(sharded, dst=0)
+    everywhere = gather_full_weight(sharded, dst=None)
+    assert torch.equal(everywhere, expected_full), "the default init must not depend on the world size"
+    assert (full is None) == (rank != 0)
+    assert torch.equal(shard_full_weight(everywhere, world, rank), sharded.W.detach())
+
+    x, y = _global_batch([3] * world, num_classes, world, torch.float32)
+    sharded(_local(x, [3] * world, rank), _local(y, [3] * world, rank))  # advance the sampling step
+    torch.save(sharded.state_dict(), tmp / f"shard{rank}.pt")
+    dist.barrier()
+    restored = ShardedArcFaceLoss(num_classes, D, seed=11, sample_rate=0.5)
+    restored.load_state_dict(torch.load(tmp / f"shard{rank}.pt"))
+    assert torch.equal(restored.W, sharded.W) and restored.sampling_step == sharded.sampling_step == 1
+    other = (rank + 1) % world
+    if class_range(num_classes, world, other)[1] - class_range(num_classes, world, other)[0] == sharded.local_classes:
+        with pytest.raises(ValueError, match="reshard"):
+            ShardedArcFaceLoss(num_classes, D).load_state_dict(torch.load(tmp / f"shard{other}.pt"))
+
+    # sharded -> full -> sharded, and the full W into a plain ArcFaceLoss.
+    fresh = load_full_weight_(ShardedArcFaceLoss(num_classes, D, seed=12), everywhere)
+    assert torch.equal(fresh.W, sharded.W)
+    single = to_single_process(sharded, dst=0)
+    sharded.eval()
+    loss = sharded(_local(x, [3] * world, rank), _local(y, [3] * world, rank))
+    if rank == 0:
+        plain = ArcFaceLoss(num_classes, D)
+        plain.load_state_dict({"W": full})
+        torch.testing.assert_close(plain(x, y), loss.detach(), **F32)
+        assert isinstance(single, ArcFaceLoss) and torch.equal(single.W, full)
+    else:
+        assert single is None
+
+
+def _worker(rank: int, world: int, tmp: str) -> None:
+    torch.set_num_threads(1)
+    tmp_path = pathlib.Path(tmp)
+    dist.init_process_group(
+        "gloo",
+        init_method=f"file://{tmp_path / 'init'}",
+        rank=rank,
+        world_size=world,
+        timeout=datetime.timedelta(seconds=60),
+    )
+    try:
+        even, uneven = 3 * world, 3 * world + world // 2 + 1
+        sizes = [5, 0, 3, 4][:world] if world == 4 else [5, 3]
+        with_empty = [5, 0] if world == 2 else sizes
+        _check_exact(rank, world, sizes, even, torch.float32, F32)
+        _check_exact(rank, world, with_empty, uneven, torch.float32, F32)
+        _check_exact(rank, world, with_empty, uneven, torch.float64, F64, rows_per_chunk=2)
+        _check_exact(
+            rank,
+            world,
+            sizes,
+            uneven,
+            torch.float64,
+            F64,
+            margin=0.4,
+            sharded_cls=ShardedCosFaceLoss,
+            single=CosFaceLoss,
+        )
+        _check_ddp(rank, world, with_empty, uneven)
+        _check_partial_fc(rank, world, with_empty, 40 * world + 3)
+        _check_empty_global(world)
+        _check_checkpoint(rank, world, 10 * world + 1, torch.load(tmp_path / "expected_full.pt"), tmp_path)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("world", [2, 4])
+def test_sharded_matches_single_process(world: int, tmp_path: pathlib.Path, monkeypatch) -> None:
+    expected = ShardedArcFaceLoss(10 * world + 1, D, seed=3).W.detach()  # world size 1: no process group
+    torch.save(expected, tmp_path / "expected_full.pt")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    mp.spawn(_worker, args=(world, str(tmp_path)), nprocs=world, join=True)
+
+
+def test_single_process_equals_arcface() -> None:
+    sharded = ShardedArcFaceLoss(37, D, margin=20.0, scale=30.0)
+    ref = ArcFaceLoss(37, D, margin=20.0, scale=30.0)
+    with torch.no_grad():
+        ref.W.copy_(sharded.W)
+    x = torch.randn(11, D, requires_grad=True)
+    y = torch.randint(0, 37, (11,))
+    loss = sharded(x, y)
+    loss.backward()
+    xr = x.detach().clone().requires_grad_()
+    ref_loss = ref(xr, y)
+    ref_loss.backward()
+    torch.testing.assert_close(loss, ref_loss)
+    torch.testing.assert_close(x.grad, xr.grad)
+    torch.testing.assert_close(sharded.W.grad, ref.W.grad)
+
+
+@pytest.mark.parametrize("num_classes", [1, 7, 8, 1000])
+@pytest.mark.parametrize("world", [1, 2, 3, 4])
+def test_class_range_partitions(num_classes: int, world: int) -> None:
+    if num_classes < world:
+        pytest.skip("fewer classes than ranks is rejected")
+    ranges = [class_range(num_classes, world, r) for r in range(world)]
+    assert ranges[0][0] == 0 and ranges[-1][1] == num_classes
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(ranges))
+    assert max(b - a for a, b in ranges) - min(b - a for a, b in ranges) <= 1
+    assert max(b - a for a, b in ranges) == math.ceil(num_classes / world)
+
+
+def test_sample_columns_keeps_positives_and_is_seeded() -> None:
+    positive = torch.tensor([3, 97, 42])
+    cols = sample_columns(positive, 100, 0.1, seed=1, step=0, rank=0)
+    assert cols.numel() == 10 and bool(torch.isin(positive, cols).all())
+    assert torch.equal(cols, cols.sort().values) and cols.unique().numel() == 10
+    assert torch.equal(cols, sample_columns(positive, 100, 0.1, seed=1, step=0, rank=0))
+    assert not torch.equal(cols, sample_columns(positive, 100, 0.1, seed=1, step=1, rank=0))
+    many = torch.arange(0, 100, 5)
+    assert torch.equal(sample_columns(many, 100, 0.1, seed=1, step=0, rank=0), many)
+    labels = torch.tensor([10 + 3, 10 + 42, 5, 10 + 50])
+    assert columns_of_labels(labels, 10, cols, 100)[:3].tolist()[2] == -1
+    assert int(columns_of_labels(labels, 10, cols, 100)[0]) == int((cols == 3).nonzero())
+
+
+def test_rejects_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="sample_rate"):
+        ShardedArcFaceLoss(10, D, sample_rate=0.0)
+    with pytest.raises(ValueError, match="grad_reduction"):
+        ShardedArcFaceLoss(10, D, grad_reduction="max")
+    with pytest.raises(ValueError, match="labels"):
+        ShardedArcFaceLoss(10, D)(torch.randn(2, D), torch.tensor([0, 10]))
