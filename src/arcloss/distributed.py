@@ -162,10 +162,14 @@ class _ShardedMarginCE(torch.autograd.Function):
     def backward(ctx, grad_out):
         grad_x, grad_w = ctx.saved_tensors
         want_x, want_w = ctx.want
-        if want_x:
-            grad_x = grad_x * grad_out.to(grad_x.dtype)
+        # In place, as the single-process loss: no second W-sized buffer (and a second backward through the
+        # same graph raises on the version counters instead of double-scaling); skipped for a unit grad_out.
+        unit = grad_out.device.type == "cpu" and not torch.compiler.is_compiling() and float(grad_out) == 1.0
+        if want_x and not unit:
+            grad_x.mul_(grad_out)
         if want_w:
-            grad_w = grad_w * grad_out.to(grad_w.dtype)
+            if not unit:
+                grad_w.mul_(grad_out)
             if ctx.columns is not None:
                 dense = grad_w.new_zeros(ctx.weight_shape)
                 grad_w = dense.index_copy_(1, ctx.columns, grad_w)
