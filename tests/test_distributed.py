@@ -167,6 +167,18 @@ def _check_empty_global(world):
     assert bool((sharded.W.grad == 0).all())
 
 
+def _check_invalid_on_one_rank(rank, world):
+    """A bad label on the last rank raises on every rank (no rank is left waiting in a collective)."""
+    sharded = ShardedArcFaceLoss(2 * world, D)
+    labels = torch.tensor([2 * world if rank == world - 1 else 0])
+    with pytest.raises(ValueError, match=f"rank {world - 1}'s batch"):
+        sharded(torch.randn(1, D), labels)
+    x = torch.randn(2, D)
+    x[1, 0] = float("nan") if rank == 0 else 0.0
+    with pytest.raises(ValueError, match="rank 0's batch"):
+        sharded(x, torch.tensor([0, 1]))
+
+
 def _check_checkpoint(rank, world, num_classes, expected_full: torch.Tensor, tmp: pathlib.Path):
     sharded = ShardedArcFaceLoss(num_classes, D, seed=3, sample_rate=0.5)
     full = gather_full_weight(sharded, dst=0)
@@ -213,7 +225,7 @@ def _worker(rank: int, world: int, tmp: str) -> None:
         timeout=datetime.timedelta(seconds=60),
     )
     try:
-        even, uneven = 3 * world, 3 * world + world // 2 + 1
+        even, uneven = 3 * world, 3 * world + 1
         sizes = [5, 0, 3, 4][:world] if world == 4 else [5, 3]
         with_empty = [5, 0] if world == 2 else sizes
         _check_exact(rank, world, sizes, even, torch.float32, F32)
@@ -233,6 +245,7 @@ def _worker(rank: int, world: int, tmp: str) -> None:
         _check_ddp(rank, world, with_empty, uneven)
         _check_partial_fc(rank, world, with_empty, 40 * world + 3)
         _check_empty_global(world)
+        _check_invalid_on_one_rank(rank, world)
         _check_checkpoint(rank, world, 10 * world + 1, torch.load(tmp_path / "expected_full.pt"), tmp_path)
     finally:
         dist.destroy_process_group()

@@ -55,6 +55,10 @@ __all__ = [
 ]
 
 _INIT_BLOCK = 4096  # classes per independently seeded block of the default initialisation
+_PROBLEMS = {
+    1: "labels must be in [0, num_classes={num_classes}) (rank {rank}'s batch)",
+    2: "embeddings contain NaN or Inf (rank {rank}'s batch)",
+}
 
 
 def class_range(num_classes: int, world_size: int, rank: int) -> tuple[int, int]:
@@ -74,11 +78,14 @@ def _rank_world(group: dist.ProcessGroup | None) -> tuple[int, int]:
     return dist.get_rank(group), dist.get_world_size(group)
 
 
-def _gather_sizes(n: int, device: torch.device, group: dist.ProcessGroup | None, world: int) -> list[int]:
-    local = torch.tensor([n], dtype=torch.int64, device=device)
-    sizes = [torch.empty_like(local) for _ in range(world)]
-    dist.all_gather(sizes, local, group=group)
-    return [int(s) for s in sizes]
+def _gather_sizes(
+    n: int, problem: int, device: torch.device, group: dist.ProcessGroup | None, world: int
+) -> tuple[list[int], list[int]]:
+    """Every rank's local batch size and input-problem code (0: none), in rank order."""
+    local = torch.tensor([n, problem], dtype=torch.int64, device=device)
+    parts = [torch.empty_like(local) for _ in range(world)]
+    dist.all_gather(parts, local, group=group)
+    return [int(p[0]) for p in parts], [int(p[1]) for p in parts]
 
 
 def _pad_rows(t: Tensor, rows: int) -> Tensor:
@@ -295,13 +302,15 @@ class ShardedMarginLoss(nn.Module):
             raise TypeError("labels must be a 1-D integer tensor of global class indices")
         if labels.shape[0] != embeddings.shape[0]:
             raise ValueError(f"batch sizes differ: {embeddings.shape[0]} embeddings, {labels.shape[0]} labels")
-        labels = labels.to(device=embeddings.device, dtype=torch.int64)
-        if self.validate and labels.numel():
-            if int(labels.min()) < 0 or int(labels.max()) >= self.num_classes:
-                raise ValueError(f"labels must be in [0, num_classes={self.num_classes})")
-            if not bool(torch.isfinite(embeddings).all()):
-                raise ValueError("embeddings contain NaN or Inf")
-        return labels
+        return labels.to(device=embeddings.device, dtype=torch.int64)
+
+    def _value_problem(self, embeddings: Tensor, labels: Tensor) -> int:
+        """0, or the key in ``_PROBLEMS`` of what is wrong with this rank's values (one device sync)."""
+        if not self.validate or labels.numel() == 0:
+            return 0
+        if int(labels.min()) < 0 or int(labels.max()) >= self.num_classes:
+            return 1
+        return 0 if bool(torch.isfinite(embeddings).all()) else 2
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         """Global loss of every rank's batch; this rank passes its ``(n, D)`` embeddings and ``(n,)`` labels.
@@ -311,12 +320,19 @@ class ShardedMarginLoss(nn.Module):
         """
         labels = self._check(embeddings, labels)
         group, world = self.process_group, self.world_size
+        problem = self._value_problem(embeddings, labels)
+        if world > 1:  # every rank learns every rank's problem and raises, rather than leaving peers waiting
+            sizes, problems = _gather_sizes(embeddings.shape[0], problem, embeddings.device, group, world)
+        else:
+            sizes, problems = [embeddings.shape[0]], [problem]
+        for rank, code in enumerate(problems):
+            if code:
+                raise ValueError(_PROBLEMS[code].format(num_classes=self.num_classes, rank=rank))
         if world > 1:
-            sizes = _gather_sizes(embeddings.shape[0], embeddings.device, group, world)
             x = _all_gather_rows(embeddings, sizes, group, autograd=True)
             all_labels = _all_gather_rows(labels, sizes, group, autograd=False)
         else:
-            sizes, x, all_labels = [embeddings.shape[0]], embeddings, labels
+            x, all_labels = embeddings, labels
         acc = accumulation_dtype(embeddings.dtype, self.W.dtype)
         if sum(sizes) == 0:  # a finite zero still connected to both inputs, as the single-process loss
             return (embeddings.sum() + self.W[:0].sum()).to(acc)
