@@ -1,0 +1,125 @@
+"""The losses compared by the face benchmark, each a module ``loss(embeddings (N, D), labels (N,)) -> scalar``.
+
+A loss is named by a spec ``NAME[:key=value,...]``, e.g. ``arcface`` or ``arcface:s=64,init=normal,warmup=0``.
+
+=================  ==========================================================================================
+``softmax``        ``nn.Linear(D, C)`` + cross-entropy (the plain-softmax baseline).
+``norm-softmax``   cross-entropy of ``s·cos(θ_j)`` (normalised embeddings and centres, no margin): the naive loss.
+``arcface``        :class:`arcloss.ArcFaceLoss`, with the recipe this benchmark recommends (see ``RECIPE``).
+``arcface-default`` :class:`arcloss.ArcFaceLoss` at its drop-in defaults (s=64, m=28.6°, W ~ N(0, 1)).
+``cosface``        :class:`arcloss.CosFaceLoss` (m=0.35) with the same recipe as ``arcface``.
+=================  ==========================================================================================
+
+Keys: ``s`` scale (``adacos``: √2·ln(C−1)), ``m`` margin (degrees for ArcFace, cosine for CosFace),
+``init`` (``normal``: N(0, 1) as pytorch-metric-learning; ``unit``: N(0, 1/D)), ``warmup`` margin warm-up in
+epochs, ``lr`` learning-rate multiplier of the loss's own parameters relative to the backbone's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from arcloss import ArcFaceLoss, CosFaceLoss
+from arcloss.recipes import adacos_scale, unit_norm_init_
+
+# What `arcface` / `cosface` / `norm-softmax` mean here (the documented recommendation); see docs/face_benchmark.md.
+RECIPE = {"s": "adacos", "init": "unit", "warmup": 0.0, "lr": 1.0}
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """A parsed loss spec. ``s``: float or "adacos"; ``m``: margin or None (the loss's default)."""
+
+    kind: str
+    s: float | str = 64.0
+    m: float | None = None
+    init: str = "normal"
+    warmup: float = 0.0
+    lr: float = 1.0
+    label: str = ""
+
+
+_BASE = {
+    "softmax": LossSpec("softmax"),
+    "norm-softmax": LossSpec("norm-softmax", **RECIPE),
+    "arcface": LossSpec("arcface", **RECIPE),
+    "arcface-default": LossSpec("arcface"),
+    "cosface": LossSpec("cosface", **RECIPE),
+}
+LOSS_NAMES = tuple(_BASE)
+
+
+def parse_spec(text: str) -> LossSpec:
+    """``NAME[:key=value,...]`` → :class:`LossSpec` (label = the text)."""
+    name, _, opts = text.partition(":")
+    if name not in _BASE:
+        raise ValueError(f"unknown loss {name!r}; choose from {LOSS_NAMES}")
+    spec = _BASE[name]
+    for item in filter(None, opts.split(",")):
+        key, _, value = item.partition("=")
+        if key == "s":
+            spec = replace(spec, s=value if value == "adacos" else float(value))
+        elif key == "m":
+            spec = replace(spec, m=float(value))
+        elif key == "init":
+            if value not in ("normal", "unit"):
+                raise ValueError(f"init must be normal|unit, got {value!r}")
+            spec = replace(spec, init=value)
+        elif key in ("warmup", "lr"):
+            spec = replace(spec, **{key: float(value)})
+        else:
+            raise ValueError(f"unknown key {key!r} in loss spec {text!r}")
+    return replace(spec, label=text)
+
+
+class SoftmaxLoss(nn.Module):
+    """``nn.Linear(D, C)`` then cross-entropy."""
+
+    def __init__(self, num_classes: int, embedding_size: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(embedding_size, num_classes)
+
+    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+        return F.cross_entropy(self.fc(embeddings), labels)
+
+
+class NormSoftmaxLoss(nn.Module):
+    """Cross-entropy of ``scale · cos(θ_j)``; centres ``W`` ``(D, C)`` initialised like arcloss's."""
+
+    def __init__(self, num_classes: int, embedding_size: int, scale: float, unit_init: bool) -> None:
+        super().__init__()
+        self.scale = scale
+        self.W = nn.Parameter(torch.empty(embedding_size, num_classes))
+        unit_norm_init_(self.W) if unit_init else nn.init.normal_(self.W)
+
+    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+        cos = F.normalize(embeddings, dim=1) @ F.normalize(self.W, dim=0)
+        return F.cross_entropy(self.scale * cos, labels)
+
+
+def make_loss(spec: LossSpec, num_classes: int, embedding_size: int) -> nn.Module:
+    """Build the loss module of ``spec`` for ``num_classes`` identities and embeddings of width ``embedding_size``."""
+    if spec.kind == "softmax":
+        return SoftmaxLoss(num_classes, embedding_size)
+    scale = adacos_scale(num_classes) if spec.s == "adacos" else float(spec.s)
+    init = unit_norm_init_ if spec.init == "unit" else None
+    if spec.kind == "norm-softmax":
+        return NormSoftmaxLoss(num_classes, embedding_size, scale, spec.init == "unit")
+    cls = ArcFaceLoss if spec.kind == "arcface" else CosFaceLoss
+    kwargs = {} if spec.m is None else {"margin": spec.m}
+    return cls(num_classes, embedding_size, scale=scale, weight_init_func=init, **kwargs)
+
+
+def describe(spec: LossSpec, loss: nn.Module) -> str:
+    """One line: the loss's effective hyper-parameters."""
+    if spec.kind == "softmax":
+        return f"{spec.label}: Linear + cross-entropy, lr x{spec.lr:g}"
+    margin = f", m={loss.margin:g}" if hasattr(loss, "margin") else ""
+    return (
+        f"{spec.label}: s={loss.scale:.3g}{margin}, init={spec.init}, margin warm-up {spec.warmup:g} epochs, "
+        f"lr x{spec.lr:g}"
+    )

@@ -1,0 +1,66 @@
+"""Figures of the face benchmark (matplotlib, Agg backend): ROC curves, pair-angle histograms, training loss."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+
+def plot_roc(curves: dict[str, tuple[list[float], list[float], float]], path: Path, title: str) -> None:
+    """``curves[label] = (far, tar, auc)``; FAR on a log axis (1e-4 … 1)."""
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for label, (far, tar, auc) in curves.items():
+        ax.plot(far, tar, label=f"{label} (AUC {auc:.4f})", lw=1.5)
+    ax.set_xscale("log")
+    ax.set_xlim(1e-4, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("false accept rate (FAR)")
+    ax.set_ylabel("true accept rate (TAR)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_angles(hists: dict[str, tuple[list[float], list[float]]], path: Path, title: str) -> None:
+    """``hists[label] = (positive_angles, negative_angles)`` in degrees; one panel per loss."""
+    n = len(hists)
+    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3), sharey=True, squeeze=False)
+    bins = [i * 2.0 for i in range(61)]  # 0..120 degrees
+    for ax, (label, (pos, neg)) in zip(axes[0], hists.items(), strict=True):
+        ax.hist(neg, bins=bins, density=True, alpha=0.6, color="tab:red", label="different")
+        ax.hist(pos, bins=bins, density=True, alpha=0.6, color="tab:blue", label="same")
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("angle between embeddings (°)")
+    axes[0][0].set_ylabel("density")
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_training(curves: dict[str, list[list[float]]], path: Path, title: str) -> None:
+    """``curves[label]`` = one per-epoch training-loss list per seed; plots the mean and the min–max band."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, runs in curves.items():
+        epochs = range(1, len(runs[0]) + 1)
+        cols = list(zip(*runs, strict=True))
+        mean = [sum(c) / len(c) for c in cols]
+        (line,) = ax.plot(epochs, mean, label=label, lw=1.5)
+        ax.fill_between(epochs, [min(c) for c in cols], [max(c) for c in cols], color=line.get_color(), alpha=0.2)
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("training loss (mean over the epoch)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
