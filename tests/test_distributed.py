@@ -309,3 +309,50 @@ def test_rejects_bad_arguments() -> None:
         ShardedArcFaceLoss(10, D, grad_reduction="max")
     with pytest.raises(ValueError, match="labels"):
         ShardedArcFaceLoss(10, D)(torch.randn(2, D), torch.tensor([0, 10]))
+
+
+def test_scaled_loss_scales_gradients() -> None:
+    sharded = ShardedArcFaceLoss(20, D, grad_reduction="sum")
+    x = torch.randn(6, D, requires_grad=True)
+    y = torch.randint(0, 20, (6,))
+    sharded(x, y).backward()
+    gx, gw = x.grad.clone(), sharded.W.grad.clone()
+    x.grad, sharded.W.grad = None, None
+    (2.5 * sharded(x, y)).backward()
+    torch.testing.assert_close(x.grad, 2.5 * gx)
+    torch.testing.assert_close(sharded.W.grad, 2.5 * gw)
+
+
+def test_partial_fc_optimizer_state_is_per_column_history() -> None:
+    """The documented (insightface) behaviour: zero gradient outside the sampled columns, persistent state.
+
+    Plain SGD leaves unsampled columns untouched; with momentum a column sampled at step 1 but not at step 2
+    moves at step 2 by ``lr * momentum * g1`` and a column sampled at both has ``buf = momentum * g1 + g2``.
+    """
+    lr, mu = 0.5, 0.9
+    for momentum in (0.0, mu):
+        sharded = ShardedArcFaceLoss(400, D, sample_rate=0.25, seed=2)
+        opt = torch.optim.SGD(sharded.parameters(), lr=lr, momentum=momentum)
+        grads, samples, before = [], [], []
+        for step in range(2):
+            y = torch.randint(0, 400, (4,), generator=torch.Generator().manual_seed(step))
+            before.append(sharded.W.detach().clone())
+            sharded(torch.randn(4, D), y).backward()
+            grads.append(sharded.W.grad.clone())
+            samples.append(sharded.last_sampled_classes)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        out = torch.ones(400, dtype=torch.bool)
+        out[samples[1]] = False
+        assert bool((grads[1][:, out] == 0).all())
+        moved = sharded.W.detach() - before[1]
+        if momentum == 0.0:
+            assert bool((moved[:, out] == 0).all())
+            continue
+        dropped = samples[0][~torch.isin(samples[0], samples[1])]
+        both = samples[1][torch.isin(samples[1], samples[0])]
+        assert dropped.numel() and both.numel()
+        assert bool((moved[:, dropped] != 0).all())
+        torch.testing.assert_close(moved[:, out], -lr * mu * grads[0][:, out])
+        buf = opt.state[sharded.W]["momentum_buffer"]
+        torch.testing.assert_close(buf[:, both], mu * grads[0][:, both] + grads[1][:, both])
