@@ -331,7 +331,7 @@ def test_partial_fc_optimizer_state_is_per_column_history() -> None:
     """
     lr, mu = 0.5, 0.9
     for momentum in (0.0, mu):
-        sharded = ShardedArcFaceLoss(400, D, sample_rate=0.25, seed=2)
+        sharded = ShardedArcFaceLoss(400, D, scale=4.0, sample_rate=0.25, seed=2)
         opt = torch.optim.SGD(sharded.parameters(), lr=lr, momentum=momentum)
         grads, samples, before = [], [], []
         for step in range(2):
