@@ -20,10 +20,11 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from arcloss import ArcFaceLoss, CosFaceLoss
+from arcloss import ArcFaceLoss, CombinedMarginLoss, CosFaceLoss
 from arcloss._partial_fc import columns_of_labels, num_sampled_columns, sample_columns
 from arcloss.distributed import (
     ShardedArcFaceLoss,
+    ShardedCombinedMarginLoss,
     ShardedCosFaceLoss,
     class_range,
     gather_full_weight,
@@ -356,3 +357,18 @@ def test_partial_fc_optimizer_state_is_per_column_history() -> None:
         torch.testing.assert_close(moved[:, out], -lr * mu * grads[0][:, out])
         buf = opt.state[sharded.W]["momentum_buffer"]
         torch.testing.assert_close(buf[:, both], mu * grads[0][:, both] + grads[1][:, both])
+
+
+@pytest.mark.parametrize(
+    ("sharded", "single_type"),
+    [
+        (ShardedArcFaceLoss(30, D, margin=20.0, scale=16.0), ArcFaceLoss),
+        (ShardedCosFaceLoss(30, D, margin=0.2, scale=16.0), CosFaceLoss),
+        (ShardedCombinedMarginLoss(30, D, m1=1.2, m2=10.0, m3=0.1, scale=16.0), CombinedMarginLoss),
+    ],
+)
+def test_to_single_process_exports_the_same_loss(sharded, single_type) -> None:
+    single = to_single_process(sharded)
+    assert type(single) is single_type and torch.equal(single.W, sharded.W)
+    x, y = torch.randn(9, D), torch.randint(0, 30, (9,))
+    torch.testing.assert_close(single(x, y), sharded(x, y))
