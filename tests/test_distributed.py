@@ -11,7 +11,9 @@ import copy
 import datetime
 import itertools
 import math
+import os
 import pathlib
+import sys
 
 import pytest
 import torch
@@ -257,6 +259,8 @@ def test_sharded_matches_single_process(world: int, tmp_path: pathlib.Path, monk
     expected = ShardedArcFaceLoss(10 * world + 1, D, seed=3).W.detach()  # world size 1: no process group
     torch.save(expected, tmp_path / "expected_full.pt")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    if sys.platform.startswith("linux") and "GLOO_SOCKET_IFNAME" not in os.environ:
+        monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")  # containers whose hostname does not resolve
     mp.spawn(_worker, args=(world, str(tmp_path)), nprocs=world, join=True)
 
 
