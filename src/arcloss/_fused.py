@@ -39,6 +39,7 @@ NORM_EPS = 1e-12  # as torch.nn.functional.normalize, which pytorch-metric-learn
 DEFAULT_MIN_CHUNK_BYTES = 64 * 2**20
 DEFAULT_CHUNK_FRACTION = 0.3
 _COLUMN_BLOCK = 8192
+_ROW_LOOP_MIN_COLUMNS = 4096
 
 StatsReducer = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 
@@ -73,12 +74,18 @@ def chunk_rows(
     return math.ceil(num_rows / chunks)
 
 
-def _column_dots(a: Tensor, b: Tensor) -> Tensor:
-    """``(a * b).sum(0)`` for ``(D, C)`` tensors, in column blocks so no ``(D, C)`` temporary is made."""
-    out = torch.empty(a.shape[1], dtype=a.dtype, device=a.device)
-    for start in range(0, a.shape[1], _COLUMN_BLOCK):
-        block = slice(start, start + _COLUMN_BLOCK)
-        out[block] = (a[:, block] * b[:, block]).sum(0)
+def column_dots(a: Tensor, b: Tensor, dtype: torch.dtype) -> Tensor:
+    """``(a * b).sum(0)`` for ``(D, C)`` tensors, as ``(C,)`` in ``dtype``, with no ``(D, C)`` temporary.
+
+    On a CPU, torch's reduction over the outer dimension of a row-major tensor runs 5-6x below memory
+    bandwidth (measured 140-190 ms for D=512, C=100k on 2 cores); a loop of ``addcmul_`` over contiguous rows
+    streams each row once (27 ms). GPUs reduce well either way.
+    """
+    if a.device.type != "cpu" or a.shape[1] < _ROW_LOOP_MIN_COLUMNS:
+        return torch.linalg.vecdot(a.to(dtype), b.to(dtype), dim=0)
+    out = torch.zeros(a.shape[1], dtype=dtype, device=a.device)
+    for row_a, row_b in zip(a, b, strict=True):
+        out.addcmul_(row_a, row_b)
     return out
 
 
@@ -124,7 +131,7 @@ def margin_ce_chunks(
     x_norm = torch.linalg.vector_norm(xf, dim=1).clamp_min(NORM_EPS)
     xhat = xf / x_norm[:, None]
     w_mm = weight.to(mm_dtype)
-    w_norm = torch.linalg.vector_norm(weight, dim=0, dtype=acc).clamp_min(NORM_EPS)
+    w_norm = column_dots(weight, weight, acc).sqrt_().clamp_min_(NORM_EPS)
     col_scale = scale / w_norm
 
     local = labels >= 0
@@ -180,10 +187,8 @@ def margin_ce_chunks(
         if grad_w is None:
             grad_w = torch.zeros(d, c, dtype=acc, device=x.device)
         w_acc = weight if weight.dtype == acc else weight.to(acc)
-        coef = _column_dots(w_acc, grad_w) / (w_norm * w_norm)
-        for start in range(0, c, _COLUMN_BLOCK):
-            block = slice(start, start + _COLUMN_BLOCK)
-            grad_w[:, block].addcmul_(w_acc[:, block], coef[block], value=-1.0)
+        coef = column_dots(w_acc, grad_w, acc).div_(w_norm * w_norm)
+        grad_w.addcmul_(w_acc, coef, value=-1.0)
         grad_w = grad_w.to(weight.dtype)
     return loss, grad_x, grad_w
 
