@@ -5,9 +5,17 @@
 """
 
 from . import functional
-from .losses import ArcFaceLoss, CombinedMarginLoss, CosFaceLoss
+from .losses import ArcFaceLoss, CombinedMarginLoss, CosFaceLoss, SubCenterArcFaceLoss
 from .margins import AngularMargin
 
 __version__ = "0.1.0"
 
-__all__ = ["AngularMargin", "ArcFaceLoss", "CombinedMarginLoss", "CosFaceLoss", "__version__", "functional"]
+__all__ = [
+    "AngularMargin",
+    "ArcFaceLoss",
+    "CombinedMarginLoss",
+    "CosFaceLoss",
+    "SubCenterArcFaceLoss",
+    "__version__",
+    "functional",
+]

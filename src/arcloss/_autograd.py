@@ -34,6 +34,7 @@ def margin_ce_op(
     matmul_dtype: torch.dtype | None,
     rows_per_chunk: int,
     backend: str,
+    sub_centers: int = 1,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Per-row losses ``(N,)`` and the gradients of ``sum_i row_weight_i * loss_i`` (empty if not wanted)."""
     loss, grad_x, grad_w = margin_ce_chunks(
@@ -48,6 +49,7 @@ def margin_ce_op(
         matmul_dtype=matmul_dtype,
         rows_per_chunk=rows_per_chunk or None,
         softmax=_backends.softmax_module(backend),
+        sub_centers=sub_centers,
     )
     return (
         loss,
@@ -72,6 +74,7 @@ def _(
     matmul_dtype,
     rows_per_chunk,
     backend,
+    sub_centers=1,
 ):
     acc = accumulation_dtype(x.dtype, weight.dtype)
     loss = x.new_empty((x.shape[0],), dtype=acc)
@@ -81,51 +84,34 @@ def _(
 
 
 class MarginCrossEntropy(torch.autograd.Function):
-    """``loss = reduce_i( logsumexp_j z_ij - z_iy )`` with margin logits; see :mod:`arcloss._fused`."""
+    """``loss = reduce_i( logsumexp_j z_ij - z_iy )`` with margin logits; see :mod:`arcloss._fused`.
+
+    ``options`` is ``(matmul_dtype, rows_per_chunk, backend, sub_centers)``, passed through to the op.
+    """
 
     @staticmethod
-    def forward(ctx, x, weight, labels, margin: AngularMargin, scale, reduction, matmul_dtype, rows_per_chunk, backend):
+    def forward(ctx, x, weight, labels, margin: AngularMargin, scale, reduction, options):
         n = x.shape[0]
-        params = (margin.m1, margin.m2, margin.m3, margin.easy_margin, scale)
-        ctx.reduction = reduction
-        if reduction == "none":
-            ctx.params = params
-            ctx.options = (matmul_dtype, rows_per_chunk, backend)
-            ctx.save_for_backward(x, weight, labels)
-            unit = x.new_ones((n,), dtype=accumulation_dtype(x.dtype, weight.dtype))
-            loss, _, _ = margin_ce_op(
-                x, weight, labels, unit, *params, False, False, matmul_dtype, rows_per_chunk, backend
-            )
-            return loss
         acc = accumulation_dtype(x.dtype, weight.dtype)
+        ctx.reduction = reduction
+        ctx.op_args = ((margin.m1, margin.m2, margin.m3, margin.easy_margin, scale), options)
+        if reduction == "none":
+            ctx.save_for_backward(x, weight, labels)
+            return _call_op(ctx, x, weight, labels, x.new_ones((n,), dtype=acc), False, False)[0]
         row_weight = x.new_full((n,), 1.0 / n if reduction == "mean" else 1.0, dtype=acc)
-        want_x, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        loss, grad_x, grad_w = margin_ce_op(
-            x, weight, labels, row_weight, *params, want_x, want_w, matmul_dtype, rows_per_chunk, backend
-        )
-        ctx.want = (want_x, want_w)
+        ctx.want = ctx.needs_input_grad[:2]
+        loss, grad_x, grad_w = _call_op(ctx, x, weight, labels, row_weight, *ctx.want)
         ctx.save_for_backward(grad_x, grad_w)
         return (loss * row_weight).sum()
 
     @staticmethod
     def backward(ctx, grad_out):
+        no_grads = (None,) * 5
         if ctx.reduction == "none":
             x, weight, labels = ctx.saved_tensors
-            want_x, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-            matmul_dtype, rows_per_chunk, backend = ctx.options
-            _, grad_x, grad_w = margin_ce_op(
-                x,
-                weight,
-                labels,
-                grad_out.contiguous(),
-                *ctx.params,
-                want_x,
-                want_w,
-                matmul_dtype,
-                rows_per_chunk,
-                backend,
-            )
-            return (grad_x if want_x else None, grad_w if want_w else None) + (None,) * 7
+            want_x, want_w = ctx.needs_input_grad[:2]
+            _, grad_x, grad_w = _call_op(ctx, x, weight, labels, grad_out.contiguous(), want_x, want_w)
+            return (grad_x if want_x else None, grad_w if want_w else None, *no_grads)
         grad_x, grad_w = ctx.saved_tensors
         want_x, want_w = ctx.want
         # Scaling in place spends no second W-sized buffer; the saved tensors' version counters make a
@@ -136,4 +122,11 @@ class MarginCrossEntropy(torch.autograd.Function):
                 grad_x.mul_(grad_out)
             if want_w:
                 grad_w.mul_(grad_out)
-        return (grad_x if want_x else None, grad_w if want_w else None) + (None,) * 7
+        return (grad_x if want_x else None, grad_w if want_w else None, *no_grads)
+
+
+def _call_op(ctx, x, weight, labels, row_weight, want_x, want_w):
+    params, (matmul_dtype, rows_per_chunk, backend, sub_centers) = ctx.op_args
+    return margin_ce_op(
+        x, weight, labels, row_weight, *params, want_x, want_w, matmul_dtype, rows_per_chunk, backend, sub_centers
+    )

@@ -49,27 +49,19 @@ def accumulation_dtype(*dtypes: torch.dtype) -> torch.dtype:
     return torch.float64 if torch.float64 in dtypes else torch.float32
 
 
-def chunk_rows(
-    num_rows: int,
-    num_classes: int,
-    embedding_size: int,
-    bytes_per_logit: int,
-    budget_bytes: int | None = None,
-) -> int:
-    """Rows per chunk so that the chunk buffers stay within the memory budget.
+def chunk_rows(num_rows: int, row_bytes: int, weight_bytes: int, budget_bytes: int | None = None) -> int:
+    """Rows per chunk so that the chunk buffers (``row_bytes`` per row) stay within the memory budget.
 
-    The default budget is ``max(64 MiB, 0.3 * bytes of W)``: the transient memory of the loss stays below a
-    third of the class centres' size however many classes there are, and small problems run in one chunk.
+    The default budget is ``max(64 MiB, 0.3 * weight_bytes)``: the transient memory of the loss stays below
+    a third of the class centres' size however many classes there are, and small problems run in one chunk.
     Chunks are balanced (``ceil(N / n)`` rows each), because each chunk streams the ``(D, C)`` gradient
     accumulator through memory once: fewer, larger chunks are faster.
     """
     if num_rows == 0:
         return 1
     if budget_bytes is None:
-        w_bytes = num_classes * embedding_size * bytes_per_logit
-        budget_bytes = max(DEFAULT_MIN_CHUNK_BYTES, int(DEFAULT_CHUNK_FRACTION * w_bytes))
-    per_row = max(1, num_classes * bytes_per_logit)
-    rows = max(1, min(num_rows, budget_bytes // per_row))
+        budget_bytes = max(DEFAULT_MIN_CHUNK_BYTES, int(DEFAULT_CHUNK_FRACTION * weight_bytes))
+    rows = max(1, min(num_rows, budget_bytes // max(1, row_bytes)))
     chunks = math.ceil(num_rows / rows)
     return math.ceil(num_rows / chunks)
 
@@ -103,6 +95,7 @@ def margin_ce_chunks(
     rows_per_chunk: int | None = None,
     softmax: ModuleType = _softmax_torch,
     reduce_stats: StatsReducer | None = None,
+    sub_centers: int = 1,
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """Per-row losses and, optionally, the gradients of ``sum_i row_weight_i * loss_i``.
 
@@ -118,6 +111,8 @@ def margin_ce_chunks(
         rows_per_chunk: override of :func:`chunk_rows`.
         softmax: the chunk-softmax implementation (:mod:`arcloss._softmax_torch` or the Triton one).
         reduce_stats: for a sharded loss, maps this shard's ``(row_max, row_sum)`` to the global ones.
+        sub_centers: K sub-centres per class (sub-centre ArcFace): ``weight`` is ``(D, C * K)`` with class c's
+            centres in columns ``c*K .. c*K+K-1``, and a class's cosine is the max over its sub-centres.
 
     Returns:
         ``(loss, grad_x, grad_w)``: ``loss`` is ``(N,)`` in the accumulation dtype; the gradients are in
@@ -125,7 +120,9 @@ def margin_ce_chunks(
     """
     n, d = x.shape
     c = weight.shape[1]
+    num_classes = c // sub_centers
     acc = accumulation_dtype(x.dtype, weight.dtype)
+    acc_bytes = torch.finfo(acc).bits // 8
     mm_dtype = matmul_dtype or acc
     xf = x.to(acc)
     x_norm = torch.linalg.vector_norm(xf, dim=1).clamp_min(NORM_EPS)
@@ -136,33 +133,57 @@ def margin_ce_chunks(
 
     local = labels >= 0
     safe_labels = labels.clamp_min(0)
-    target_cos = (xhat * weight.index_select(1, safe_labels).t().to(acc)).sum(1) / w_norm[safe_labels]
-    target_phi, target_slope = margin(target_cos)
-    target_logit = scale * target_phi
+    if sub_centers == 1:
+        # The target cosine in the accumulation dtype, exact even when the GEMM runs in bfloat16.
+        target_cos = (xhat * weight.index_select(1, safe_labels).t().to(acc)).sum(1) / w_norm[safe_labels]
+        all_target_phi, all_target_slope = margin(target_cos)
+    else:
+        inv_norm = w_norm.reciprocal()
+        class_scale = torch.full((num_classes,), scale, dtype=acc, device=x.device)
 
     loss = torch.empty(n, dtype=acc, device=x.device)
     grad_xhat = torch.empty(n, d, dtype=acc, device=x.device) if want_grad_x else None
     grad_w = torch.empty(d, c, dtype=acc, device=x.device) if want_grad_w and n else None
-    k = rows_per_chunk or chunk_rows(n, c, d, torch.finfo(acc).bits // 8)
+    row_bytes = c * acc_bytes + (num_classes * (acc_bytes + 8) if sub_centers > 1 else 0)
+    k = rows_per_chunk or chunk_rows(n, row_bytes, c * d * acc_bytes)
     buf = torch.empty(min(k, n), c, dtype=acc, device=x.device)
+    if sub_centers > 1:
+        best = torch.empty(min(k, n), num_classes, dtype=acc, device=x.device)
+        best_index = torch.empty(min(k, n), num_classes, dtype=torch.int64, device=x.device)
     xhat_mm = xhat.to(mm_dtype)
 
     for start in range(0, n, k):
         rows = slice(start, min(start + k, n))
-        chunk = buf[: rows.stop - start]
+        size = rows.stop - start
+        chunk = buf[:size]
         if mm_dtype == acc:
             torch.mm(xhat_mm[rows], w_mm, out=chunk)
         else:
             chunk.copy_(torch.mm(xhat_mm[rows], w_mm))
         lab = torch.where(local[rows], safe_labels[rows], -1)
-        row_max, row_sum = softmax.row_stats(chunk, lab, col_scale, target_logit[rows])
+        if sub_centers == 1:
+            logits, logit_scale = chunk, col_scale
+            target_phi, target_slope = all_target_phi[rows], all_target_slope[rows]
+        else:
+            # Cosines of every sub-centre, then each class's best one: the softmax runs over (K, C).
+            logits, logit_scale = best[:size], class_scale
+            torch.max(chunk.mul_(inv_norm).view(size, num_classes, sub_centers), dim=2, out=(logits, best_index[:size]))
+            target_phi, target_slope = margin(logits.gather(1, safe_labels[rows, None])[:, 0])
+        target_logit = scale * target_phi
+        row_max, row_sum = softmax.row_stats(logits, lab, logit_scale, target_logit)
         global_max, global_sum = (row_max, row_sum) if reduce_stats is None else reduce_stats(row_max, row_sum)
-        loss[rows] = global_max + torch.log(global_sum) - target_logit[rows]
+        loss[rows] = global_max + torch.log(global_sum) - target_logit
         if not (want_grad_x or want_grad_w):
             continue
         row_factor = softmax.logit_grad_(
-            chunk, lab, col_scale, target_logit[rows], target_slope[rows], row_max, global_max, global_sum
+            logits, lab, logit_scale, target_logit, target_slope, row_max, global_max, global_sum
         )
+        if sub_centers > 1:
+            # Route each class's gradient to its best sub-centre; through the normalisation of W.
+            chunk.zero_().view(size, num_classes, sub_centers).scatter_(
+                2, best_index[:size, :, None], logits[:, :, None]
+            )
+            chunk.mul_(inv_norm)
         row_scale = row_weight[rows].to(acc)
         if row_factor is not None:
             row_scale = row_scale * row_factor

@@ -57,8 +57,9 @@ def check_inputs(
     weight: Tensor,
     *,
     check_values: bool,
+    sub_centers: int = 1,
 ) -> tuple[Tensor, Tensor]:
-    """Validate ``embeddings`` ``(N, D)`` and ``labels`` ``(N,)`` against ``weight`` ``(D, C)``.
+    """Validate ``embeddings`` ``(N, D)`` and ``labels`` ``(N,)`` against ``weight`` ``(D, C * sub_centers)``.
 
     Returns the embeddings unchanged and the labels as int64.
     """
@@ -68,7 +69,7 @@ def check_inputs(
         raise TypeError(f"embeddings must be a floating-point tensor, got dtype {embeddings.dtype}")
     if embeddings.dim() != 2:
         raise ValueError(f"embeddings must be 2-D (batch, embedding_size), got shape {tuple(embeddings.shape)}")
-    embedding_size, num_classes = weight.shape
+    embedding_size, num_classes = weight.shape[0], weight.shape[1] // sub_centers
     if embeddings.shape[1] != embedding_size:
         raise ValueError(
             f"embeddings have width {embeddings.shape[1]} but the loss expects embedding_size={embedding_size}"

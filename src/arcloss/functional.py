@@ -15,7 +15,7 @@ from torch import Tensor
 from . import _backends
 from ._autograd import MarginCrossEntropy
 from ._fused import accumulation_dtype
-from ._validation import check_angle_degrees, check_choice, check_inputs, check_real, check_scale
+from ._validation import check_angle_degrees, check_choice, check_inputs, check_real, check_scale, check_size
 from .margins import AngularMargin
 
 __all__ = ["arcface_loss", "combined_margin_loss", "cosface_loss", "cosine_logits", "margin_loss"]
@@ -51,6 +51,7 @@ def margin_loss(
     backend: str = "auto",
     rows_per_chunk: int | None = None,
     validate: bool = True,
+    sub_centers: int = 1,
 ) -> Tensor:
     """Softmax cross-entropy over ``scale * cos(theta)`` with ``margin`` applied to the target logit.
 
@@ -65,6 +66,8 @@ def margin_loss(
         rows_per_chunk: rows per chunk; default from a memory budget of ``max(64 MiB, 0.3 * bytes of W)``.
         validate: check label range and finite embeddings (one device sync); shapes and dtypes are always
             checked.
+        sub_centers: K sub-centres per class (sub-centre ArcFace): ``weight`` is ``(D, C * K)``, class c owning
+            columns ``c*K .. c*K+K-1``; a class's cosine is the max over its sub-centres.
 
     Returns:
         The loss: a scalar, or ``(N,)`` for ``reduction="none"``; float32 for float32/16 inputs, float64 for
@@ -80,7 +83,10 @@ def margin_loss(
         isinstance(rows_per_chunk, bool) or not isinstance(rows_per_chunk, int) or rows_per_chunk < 1
     ):
         raise ValueError(f"rows_per_chunk must be a positive int or None, got {rows_per_chunk!r}")
-    embeddings, labels = check_inputs(embeddings, labels, weight, check_values=validate)
+    sub_centers = check_size("sub_centers", sub_centers)
+    if weight.shape[1] % sub_centers:
+        raise ValueError(f"weight has {weight.shape[1]} columns, not a multiple of sub_centers={sub_centers}")
+    embeddings, labels = check_inputs(embeddings, labels, weight, check_values=validate, sub_centers=sub_centers)
     name = _backends.resolve(backend, embeddings.device)
     if embeddings.shape[0] == 0:
         # A finite zero that still connects both inputs to the graph (a mean over nothing would be NaN).
@@ -88,9 +94,8 @@ def margin_loss(
         return zero if reduction == "none" else zero.sum().to(accumulation_dtype(embeddings.dtype, weight.dtype))
     matmul_dtype = _matmul_dtype(embeddings, weight)
     with torch.autocast(embeddings.device.type, enabled=False):
-        return MarginCrossEntropy.apply(
-            embeddings, weight, labels, margin, scale, reduction, matmul_dtype, rows_per_chunk or 0, name
-        )
+        options = (matmul_dtype, rows_per_chunk or 0, name, sub_centers)
+        return MarginCrossEntropy.apply(embeddings, weight, labels, margin, scale, reduction, options)
 
 
 def arcface_loss(
@@ -99,15 +104,18 @@ def arcface_loss(
     labels: Tensor,
     margin: float = 28.6,
     scale: float = 64.0,
+    easy_margin: bool = False,
     **kwargs,
 ) -> Tensor:
     """ArcFace: target logit ``s * cos(theta_y + m)``, ``m`` in degrees (28.6 ~ 0.5 rad).
 
     Beyond ``theta_y > 180 - m`` the target logit is ``s * (cos(theta_y) - m * sin(m))`` (``m`` in radians),
-    as in insightface and pytorch-metric-learning. Keyword arguments as :func:`margin_loss`.
+    as in insightface and pytorch-metric-learning; with ``easy_margin`` the margin applies only where
+    ``cos(theta_y) > 0``. Keyword arguments as :func:`margin_loss` (``sub_centers`` gives sub-centre ArcFace).
     """
     margin_rad = math.radians(check_angle_degrees("margin", margin))
-    return margin_loss(embeddings, weight, labels, AngularMargin(m2=margin_rad), scale, **kwargs)
+    spec = AngularMargin(m2=margin_rad, easy_margin=bool(easy_margin))
+    return margin_loss(embeddings, weight, labels, spec, scale, **kwargs)
 
 
 def cosface_loss(
@@ -116,13 +124,14 @@ def cosface_loss(
     labels: Tensor,
     margin: float = 0.35,
     scale: float = 64.0,
+    easy_margin: bool = False,
     **kwargs,
 ) -> Tensor:
     """CosFace: target logit ``s * (cos(theta_y) - m)``, ``m`` a cosine margin (dimensionless, >= 0)."""
     m3 = check_real("margin", margin)
     if m3 < 0:
         raise ValueError(f"margin must be >= 0, got {margin!r}")
-    return margin_loss(embeddings, weight, labels, AngularMargin(m3=m3), scale, **kwargs)
+    return margin_loss(embeddings, weight, labels, AngularMargin(m3=m3, easy_margin=bool(easy_margin)), scale, **kwargs)
 
 
 def combined_margin_loss(

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from . import functional as F
 from ._backends import BACKENDS
-from ._validation import check_angle_degrees, check_choice, check_real, check_scale, check_size
+from ._validation import check_angle_degrees, check_choice, check_inputs, check_real, check_scale, check_size
 from .margins import AngularMargin
 
 __all__ = ["ArcFaceLoss", "CombinedMarginLoss", "CosFaceLoss"]
@@ -51,6 +51,7 @@ class _MarginLoss(nn.Module):
     """Shared machinery: parameters, validation options, ``get_logits``, the forward."""
 
     W: Tensor
+    sub_centers: int = 1
 
     def __init__(
         self,
@@ -82,8 +83,8 @@ class _MarginLoss(nn.Module):
 
     @property
     def num_columns(self) -> int:
-        """Columns of ``W``: one class centre per class."""
-        return self.num_classes
+        """Columns of ``W``: ``sub_centers`` class centres per class."""
+        return self.num_classes * self.sub_centers
 
     @property
     def margin_spec(self) -> AngularMargin:
@@ -116,6 +117,7 @@ class _MarginLoss(nn.Module):
             backend=self.backend,
             rows_per_chunk=self.rows_per_chunk,
             validate=self.validate,
+            sub_centers=self.sub_centers,
         )
 
     def get_logits(self, embeddings: Tensor) -> Tensor:
@@ -149,17 +151,27 @@ class ArcFaceLoss(_MarginLoss):
         rows_per_chunk: rows per fused chunk (default: from a memory budget, see
             :func:`arcloss.functional.margin_loss`).
         weight_init_func: called on ``W`` to initialise it (default ``nn.init.normal_``).
+        easy_margin: apply the margin only where ``cos(theta_y) > 0`` (off by default, as in the paper).
         device, dtype: of ``W``.
 
     Attributes:
         W: ``(embedding_size, num_classes)`` class centres.
-        margin: the margin in degrees; ``margin_radians`` in radians.
+        margin: the margin in degrees (may be changed between steps, e.g. by a warm-up schedule);
+            ``margin_radians`` in radians.
     """
 
     def __init__(
-        self, num_classes: int, embedding_size: int, margin: float = 28.6, scale: float = 64, **kwargs
+        self,
+        num_classes: int,
+        embedding_size: int,
+        margin: float = 28.6,
+        scale: float = 64,
+        *,
+        easy_margin: bool = False,
+        **kwargs,
     ) -> None:
         self.margin = check_angle_degrees("margin", margin)
+        self.easy_margin = bool(easy_margin)
         super().__init__(num_classes, embedding_size, scale, **kwargs)
 
     @property
@@ -168,10 +180,10 @@ class ArcFaceLoss(_MarginLoss):
 
     @property
     def margin_spec(self) -> AngularMargin:
-        return AngularMargin(m2=self.margin_radians)
+        return AngularMargin(m2=self.margin_radians, easy_margin=self.easy_margin)
 
     def _margin_repr(self) -> str:
-        return f"margin={self.margin:g}deg"
+        return f"margin={self.margin:g}deg" + (", easy_margin=True" if self.easy_margin else "")
 
 
 class CosFaceLoss(_MarginLoss):
@@ -181,19 +193,27 @@ class CosFaceLoss(_MarginLoss):
     """
 
     def __init__(
-        self, num_classes: int, embedding_size: int, margin: float = 0.35, scale: float = 64, **kwargs
+        self,
+        num_classes: int,
+        embedding_size: int,
+        margin: float = 0.35,
+        scale: float = 64,
+        *,
+        easy_margin: bool = False,
+        **kwargs,
     ) -> None:
         self.margin = check_real("margin", margin)
         if self.margin < 0:
             raise ValueError(f"margin must be >= 0, got {margin!r}")
+        self.easy_margin = bool(easy_margin)
         super().__init__(num_classes, embedding_size, scale, **kwargs)
 
     @property
     def margin_spec(self) -> AngularMargin:
-        return AngularMargin(m3=self.margin)
+        return AngularMargin(m3=self.margin, easy_margin=self.easy_margin)
 
     def _margin_repr(self) -> str:
-        return f"margin={self.margin:g}"
+        return f"margin={self.margin:g}" + (", easy_margin=True" if self.easy_margin else "")
 
 
 class CombinedMarginLoss(_MarginLoss):
@@ -233,3 +253,66 @@ class CombinedMarginLoss(_MarginLoss):
 
     def _margin_repr(self) -> str:
         return f"m1={self.m1:g}, m2={self.m2:g}deg, m3={self.m3:g}, easy_margin={self.easy_margin}"
+
+
+class SubCenterArcFaceLoss(ArcFaceLoss):
+    """Sub-centre ArcFace (Deng et al., ECCV 2020): K sub-centres per class, a class's cosine is the best one.
+
+    ``W`` is ``(embedding_size, num_classes * sub_centers)``; class c owns columns ``c*K .. c*K+K-1``
+    (pytorch-metric-learning's layout, so its checkpoints load). Other arguments as :class:`ArcFaceLoss`.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        embedding_size: int,
+        margin: float = 28.6,
+        scale: float = 64,
+        sub_centers: int = 3,
+        **kwargs,
+    ) -> None:
+        self.sub_centers = check_size("sub_centers", sub_centers)
+        super().__init__(num_classes, embedding_size, margin, scale, **kwargs)
+
+    def get_logits(self, embeddings: Tensor) -> Tensor:
+        """``scale * max_k cos(theta_{c,k})`` for every class, ``(N, num_classes)``, without margin."""
+        logits = super().get_logits(embeddings)
+        return logits.view(-1, self.num_classes, self.sub_centers).amax(dim=2)
+
+    @torch.no_grad()
+    def get_outliers(
+        self, embeddings: Tensor, labels: Tensor, threshold: float = 75, return_dominant_centers: bool = True
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """Samples far from their class's dominant sub-centre: the sub-centre paper's label cleaning.
+
+        A class's dominant sub-centre is the one most of its samples (in this batch) are closest to; a sample
+        is an outlier when its angle to its class's dominant sub-centre exceeds ``threshold`` degrees.
+
+        Args:
+            embeddings: ``(N, embedding_size)``.
+            labels: ``(N,)`` class indices.
+            threshold: angle in degrees.
+            return_dominant_centers: also return the ``(embedding_size, num_classes)`` dominant centres
+                (a class absent from the batch gets its first sub-centre).
+
+        Returns:
+            The outliers' row indices ``(M,)`` in increasing order, and the dominant centres if asked.
+        """
+        embeddings, labels = check_inputs(
+            embeddings, labels, self.W, check_values=self.validate, sub_centers=self.sub_centers
+        )
+        threshold = check_angle_degrees("threshold", threshold)
+        k = self.sub_centers
+        centres = self.W.detach().view(self.embedding_size, self.num_classes, k)
+        x = torch.nn.functional.normalize(embeddings.to(self.W.dtype), dim=1)
+        own = torch.nn.functional.normalize(centres[:, labels, :], dim=0)  # (D, N, K)
+        cos = torch.einsum("nd,dnk->nk", x, own)
+        closest = cos.argmax(dim=1)
+        votes = torch.bincount(labels * k + closest, minlength=self.num_classes * k).view(self.num_classes, k)
+        dominant = votes.argmax(dim=1)  # ties go to the lowest index; absent classes get sub-centre 0
+        outliers = (cos.gather(1, dominant[labels, None])[:, 0] < math.cos(math.radians(threshold))).nonzero()
+        outliers = outliers.flatten()
+        if not return_dominant_centers:
+            return outliers
+        index = dominant[None, :, None].expand(self.embedding_size, -1, 1)
+        return outliers, centres.gather(2, index)[:, :, 0].clone()
