@@ -39,9 +39,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import speed_providers as providers  # noqa: E402
+import speed_providers as providers
 
-import arcloss  # noqa: E402
+import arcloss
 
 DEFAULT_CSV = Path(__file__).resolve().parent / "results" / "speed_memory.csv"
 FIELDS = [
