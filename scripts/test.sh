@@ -7,7 +7,7 @@ source scripts/setup_env.sh "test,docs"
 ruff check .
 ruff format --check .
 site="$(mktemp -d)"
-mkdocs build --strict --quiet --site-dir "$site"
+NO_MKDOCS_2_WARNING=1 mkdocs build --strict --quiet --site-dir "$site"
 rm -rf "$site"
 log="$(mktemp)"
 set +e
