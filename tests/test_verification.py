@@ -82,6 +82,16 @@ def test_kfold_accuracy_matches_brute_force(ties: bool) -> None:
     assert 0.6 < float(accs.mean()) < 1.0  # separable-ish synthetic scores: well above chance
 
 
+def test_kfold_accuracy_explicit_folds() -> None:
+    scores, same = _scores(6, n=200)
+    folds = torch.arange(200) // 20  # 10 consecutive blocks, as LFW's pairs.txt
+    accs, _ = V.kfold_accuracy(scores, same, folds=folds)
+    ref = _brute_kfold(scores.numpy(), same.numpy(), 10, np.arange(200))
+    np.testing.assert_allclose(accs.numpy(), ref)
+    with pytest.raises(ValueError, match="folds"):
+        V.kfold_accuracy(scores, same, folds=torch.zeros(10, dtype=torch.long))
+
+
 def test_kfold_accuracy_separable_is_perfect() -> None:
     same = torch.arange(100) % 2 == 0
     scores = 2.0 * same.double() + 0.01 * torch.arange(100)  # gap of 1 between the classes

@@ -164,12 +164,15 @@ def _best_threshold(scores: Tensor, same: Tensor) -> float:
     return 0.5 * float(thr[k] + thr[k + 1])
 
 
-def kfold_accuracy(scores: Tensor, same: Tensor, n_folds: int = 10, seed: int = 0) -> tuple[Tensor, Tensor]:
+def kfold_accuracy(
+    scores: Tensor, same: Tensor, n_folds: int = 10, seed: int = 0, folds: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """LFW-protocol accuracy: split the pairs into ``n_folds`` folds, pick the most accurate threshold on the
     other ``n_folds - 1`` folds and measure accuracy on the held-out fold.
 
-    Pairs are shuffled with ``seed`` before the split (LFW's own folds are pre-shuffled lists); fold sizes are as
-    ``sklearn.model_selection.KFold`` (the first ``P % n_folds`` folds one larger).
+    Pairs are shuffled with ``seed`` before the split; fold sizes are as ``sklearn.model_selection.KFold`` (the
+    first ``P % n_folds`` folds one larger). Or pass ``folds``: ``(P,)`` fold index in ``[0, n_folds)`` of each
+    pair (e.g. LFW's ``pairs.txt``: 10 consecutive blocks of 600), which replaces the shuffle.
 
     Returns:
         ``(accuracies, thresholds)``, both ``(n_folds,)`` float64: accuracy in [0, 1] and threshold of each fold.
@@ -179,10 +182,17 @@ def kfold_accuracy(scores: Tensor, same: Tensor, n_folds: int = 10, seed: int = 
     p = scores.numel()
     if not 2 <= n_folds <= p:
         raise ValueError(f"n_folds must be in [2, {p}], got {n_folds}")
-    perm = torch.randperm(p, generator=torch.Generator().manual_seed(seed))
-    sizes = [p // n_folds + (1 if i < p % n_folds else 0) for i in range(n_folds)]
+    if folds is None:
+        perm = torch.randperm(p, generator=torch.Generator().manual_seed(seed))
+        sizes = [p // n_folds + (1 if i < p % n_folds else 0) for i in range(n_folds)]
+        tests = list(torch.split(perm, sizes))
+    else:
+        folds = torch.as_tensor(folds).reshape(-1).cpu()
+        if folds.numel() != p or folds.min() < 0 or folds.max() >= n_folds:
+            raise ValueError(f"folds must be ({p},) with values in [0, {n_folds})")
+        tests = [torch.nonzero(folds == k).reshape(-1) for k in range(n_folds)]
     accs, thresholds = [], []
-    for test in torch.split(perm, sizes):
+    for test in tests:
         train_mask = torch.ones(p, dtype=torch.bool)
         train_mask[test] = False
         t = _best_threshold(scores[train_mask], same[train_mask])
