@@ -46,11 +46,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--losses",
         nargs="+",
-        default=["softmax", "norm-softmax", "arcface", "cosface"],
+        default=["softmax", "norm-softmax", "arcface", "cosface", "arcface-default"],
         help=f"loss specs NAME[:key=value,...], NAME in {LOSS_NAMES} (see face_losses.py)",
     )
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=0.1, help="backbone SGD learning rate (peak)")
     p.add_argument("--size", type=int, default=48, help="side of the grey face crop fed to the network, pixels")
@@ -247,6 +247,13 @@ def _report(runs: list[RunResult], specs, args, description: str, out: Path, wal
             for r in runs
         ],
         "roc_seed0_flip": {label: {"far": v[0], "tar": v[1]} for label, v in rocs.items()},
+        "angle_hist_seed0_flip": {  # counts per 1-degree bin, 0..180
+            label: {
+                kind: torch.histc(torch.tensor(r.metrics["flip"][f"angles_{kind}"]), 180, 0, 180).int().tolist()
+                for kind in ("pos", "neg")
+            }
+            for label, r in first.items()
+        },
     }
     (out / "results.json").write_text(json.dumps(result, indent=1))
     return result

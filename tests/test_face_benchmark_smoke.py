@@ -27,13 +27,13 @@ def test_smoke_run_end_to_end(tmp_path: Path) -> None:
     face_verification.main(["--smoke", "--no-progress", "--out", str(out)])
     result = json.loads((out / "results.json").read_text())
     assert "SYNTHETIC" in result["data"]
-    assert set(result["summary"]) == {"softmax", "norm-softmax", "arcface", "cosface"}
+    assert set(result["summary"]) == {"softmax", "norm-softmax", "arcface", "cosface", "arcface-default"}
     for run in result["runs"]:
         assert len(run["train_loss"]) == 1 and all(map(lambda v: v == v and v > 0, run["train_loss"]))
         for mode in ("plain", "flip"):
             assert 0.0 <= run[mode]["accuracy"] <= 1.0 and 0.0 <= run[mode]["auc"] <= 1.0
     with open(out / "summary.csv") as f:
-        assert len(list(csv.DictReader(f))) == 4
+        assert len(list(csv.DictReader(f))) == 5
     for name in ("face_roc.png", "face_angles.png", "face_train_loss.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
