@@ -365,7 +365,8 @@ class ShardedMarginLoss(nn.Module):
         widest = self.max_local_classes
         if self.training and self.sample_rate < 1.0:
             widest = min(widest, max(num_sampled_columns(widest, self.sample_rate), num_rows))
-        return chunk_rows(num_rows, widest, self.embedding_size, torch.finfo(acc).bits // 8)
+        acc_bytes = torch.finfo(acc).bits // 8
+        return chunk_rows(num_rows, widest * acc_bytes, widest * self.embedding_size * acc_bytes)
 
     def _sample(self, all_labels: Tensor) -> Tensor:
         local = all_labels - self.start
