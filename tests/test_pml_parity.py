@@ -121,3 +121,17 @@ def test_bad_label_clear_error_where_theirs_is_cryptic():
     assert "20" not in str(their_error.value) or "num_classes" not in str(their_error.value)
     with pytest.raises(ValueError, match=r"labels must be in \[0, num_classes=20\), got label 20"):
         ours(x, labels)
+
+
+def test_theirs_writes_nan_into_w_on_a_bad_batch_ours_refuses():
+    theirs, ours = _pair()
+    x, labels = torch.randn(4, 12), torch.tensor([0, 1, 2, 3])
+    x[1, 3] = float("nan")
+    optimizer = torch.optim.SGD(theirs.parameters(), lr=0.1)
+    theirs(x, labels).backward()
+    optimizer.step()
+    assert torch.isnan(theirs.W).any(), "pytorch-metric-learning fixed this; update the docs"
+    before = ours.W.detach().clone()
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        ours(x, labels)
+    assert torch.equal(ours.W, before) and ours.W.grad is None
