@@ -46,7 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--losses",
         nargs="+",
-        default=["softmax", "norm-softmax", "arcface", "cosface", "arcface-default"],
+        default=["softmax", "arcface", "norm-softmax", "cosface", "arcface-default"],
         help=f"loss specs NAME[:key=value,...], NAME in {LOSS_NAMES} (see face_losses.py)",
     )
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -61,6 +61,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse the (loss, seed) runs already saved in OUT/runs.pt by an interrupted run of the same configuration",
+    )
     p.add_argument("--smoke", action="store_true", help="tiny synthetic set (24 ids x 6, 32 px), 1 epoch, 1 seed")
     args = p.parse_args(argv)
     if args.smoke:
@@ -111,9 +116,15 @@ def main(argv: list[str] | None = None) -> dict:
     )
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, threads=args.threads)
     specs = [parse_spec(s) for s in args.losses]
+    checkpoint = out / "runs.pt"
+    done = _load_checkpoint(checkpoint, args) if args.resume else {}
     runs: list[RunResult] = []
     for spec in specs:
         for seed in args.seeds:
+            if (spec.label, seed) in done:
+                runs.append(done[(spec.label, seed)])
+                print(f"  {spec.label:<28} seed {seed}: reused from {checkpoint}")
+                continue
             torch.manual_seed(seed)
             backbone = make_backbone(args.backbone, args.embedding_size)
             torch.manual_seed(10_000 + seed)
@@ -134,6 +145,7 @@ def main(argv: list[str] | None = None) -> dict:
             )
             run = RunResult(spec.label, seed, history, secs, evaluate(backbone, test_set.images, pairs))
             runs.append(run)
+            torch.save({"config": _run_config(args), "runs": [vars(r) for r in runs]}, checkpoint)
             m = run.metrics["flip"]
             print(
                 f"  {spec.label:<28} seed {seed}: acc {100 * run.metrics['plain']['accuracy']:.2f} / flip "
@@ -144,6 +156,21 @@ def main(argv: list[str] | None = None) -> dict:
     wall = time.perf_counter() - t_start
     table = _report(runs, specs, args, faces.description, out, wall)
     return table
+
+
+def _run_config(args: argparse.Namespace) -> dict:
+    """The settings a saved run must share to be reused by ``--resume``."""
+    keys = ("data", "epochs", "batch_size", "lr", "size", "embedding_size", "test_fraction", "split_seed", "backbone")
+    return {k: getattr(args, k) for k in keys}
+
+
+def _load_checkpoint(path: Path, args: argparse.Namespace) -> dict[tuple[str, int], RunResult]:
+    if not path.exists():
+        return {}
+    saved = torch.load(path, weights_only=True)
+    if saved["config"] != _run_config(args):
+        raise SystemExit(f"{path} was written with other settings {saved['config']}; drop --resume or --out")
+    return {(r["loss"], r["seed"]): RunResult(**r) for r in saved["runs"]}
 
 
 def _report(runs: list[RunResult], specs, args, description: str, out: Path, wall: float) -> dict:
