@@ -10,7 +10,8 @@ A loss is named by a spec ``NAME[:key=value,...]``, e.g. ``arcface`` or ``arcfac
 ``cosface``        :class:`arcloss.CosFaceLoss` (m=0.35) with the same recipe as ``arcface``.
 =================  ==========================================================================================
 
-Keys: ``s`` scale (``adacos``: √2·ln(C−1)), ``m`` margin (degrees for ArcFace, cosine for CosFace),
+Keys: ``s`` scale (``auto``: :func:`arcloss.recipes.adacos_scale` for the loss's margin, ln(C−1)/(cos(45°+m) − m₃);
+``adacos``: the margin-free √2·ln(C−1)), ``m`` margin (degrees for ArcFace, cosine for CosFace),
 ``init`` (``normal``: N(0, 1) as pytorch-metric-learning; ``unit``: N(0, 1/D)), ``warmup`` margin warm-up in
 epochs, ``lr`` learning-rate multiplier of the loss's own parameters relative to the backbone's.
 """
@@ -27,12 +28,12 @@ from arcloss import ArcFaceLoss, CosFaceLoss
 from arcloss.recipes import adacos_scale, unit_norm_init_
 
 # What `arcface` / `cosface` / `norm-softmax` mean here (the documented recommendation); see docs/face_benchmark.md.
-RECIPE = {"s": "adacos", "init": "unit", "warmup": 0.0, "lr": 1.0}
+RECIPE = {"s": "auto", "init": "unit", "warmup": 0.0, "lr": 1.0}
 
 
 @dataclass(frozen=True)
 class LossSpec:
-    """A parsed loss spec. ``s``: float or "adacos"; ``m``: margin or None (the loss's default)."""
+    """A parsed loss spec. ``s``: float, "auto" or "adacos"; ``m``: margin or None (the loss's default)."""
 
     kind: str
     s: float | str = 64.0
@@ -62,7 +63,7 @@ def parse_spec(text: str) -> LossSpec:
     for item in filter(None, opts.split(",")):
         key, _, value = item.partition("=")
         if key == "s":
-            spec = replace(spec, s=value if value == "adacos" else float(value))
+            spec = replace(spec, s=value if value in ("auto", "adacos") else float(value))
         elif key == "m":
             spec = replace(spec, m=float(value))
         elif key == "init":
@@ -105,21 +106,28 @@ def make_loss(spec: LossSpec, num_classes: int, embedding_size: int) -> nn.Modul
     """Build the loss module of ``spec`` for ``num_classes`` identities and embeddings of width ``embedding_size``."""
     if spec.kind == "softmax":
         return SoftmaxLoss(num_classes, embedding_size)
-    scale = adacos_scale(num_classes) if spec.s == "adacos" else float(spec.s)
     init = unit_norm_init_ if spec.init == "unit" else None
     if spec.kind == "norm-softmax":
+        scale = adacos_scale(num_classes) if isinstance(spec.s, str) else spec.s
         return NormSoftmaxLoss(num_classes, embedding_size, scale, spec.init == "unit")
     cls = ArcFaceLoss if spec.kind == "arcface" else CosFaceLoss
-    kwargs = {} if spec.m is None else {"margin": spec.m}
-    return cls(num_classes, embedding_size, scale=scale, weight_init_func=init, **kwargs)
+    loss = cls(num_classes, embedding_size, weight_init_func=init, **({} if spec.m is None else {"margin": spec.m}))
+    if spec.s == "auto":
+        margin = {"margin_degrees": loss.margin} if spec.kind == "arcface" else {"cosine_margin": loss.margin}
+        loss.scale = adacos_scale(num_classes, **margin)
+    elif spec.s == "adacos":
+        loss.scale = adacos_scale(num_classes)
+    else:
+        loss.scale = float(spec.s)
+    return loss
 
 
 def describe(spec: LossSpec, loss: nn.Module) -> str:
-    """One line: the loss's effective hyper-parameters."""
+    """The loss's effective hyper-parameters, without its label: equal strings mean identical training."""
     if spec.kind == "softmax":
-        return f"{spec.label}: Linear + cross-entropy, lr x{spec.lr:g}"
+        return f"softmax: Linear + cross-entropy, lr x{spec.lr:g}"
     margin = f", m={loss.margin:g}" if hasattr(loss, "margin") else ""
     return (
-        f"{spec.label}: s={loss.scale:.3g}{margin}, init={spec.init}, margin warm-up {spec.warmup:g} epochs, "
+        f"{spec.kind}: s={loss.scale:.4g}{margin}, init={spec.init}, margin warm-up {spec.warmup:g} epochs, "
         f"lr x{spec.lr:g}"
     )

@@ -39,6 +39,7 @@ class RunResult:
     train_loss: list[float]
     seconds: float
     metrics: dict[str, dict] = field(default_factory=dict)
+    key: str = ""  # the loss's effective hyper-parameters (face_losses.describe): what --resume matches on
 
 
 def to_float(images: Tensor) -> Tensor:

@@ -20,6 +20,7 @@ import platform
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -64,7 +65,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--resume",
         action="store_true",
-        help="reuse the (loss, seed) runs already saved in OUT/runs.pt by an interrupted run of the same configuration",
+        help="reuse runs saved in OUT/runs.pt by an earlier run with the same settings: a (loss, seed) run is reused\n"
+        "when the loss's effective hyper-parameters (printed per loss) match",
     )
     p.add_argument("--smoke", action="store_true", help="tiny synthetic set (24 ids x 6, 32 px), 1 epoch, 1 seed")
     args = p.parse_args(argv)
@@ -121,16 +123,17 @@ def main(argv: list[str] | None = None) -> dict:
     runs: list[RunResult] = []
     for spec in specs:
         for seed in args.seeds:
-            if (spec.label, seed) in done:
-                runs.append(done[(spec.label, seed)])
-                print(f"  {spec.label:<28} seed {seed}: reused from {checkpoint}")
-                continue
             torch.manual_seed(seed)
             backbone = make_backbone(args.backbone, args.embedding_size)
             torch.manual_seed(10_000 + seed)
             loss_fn = make_loss(spec, len(train_ids), args.embedding_size)
+            key = describe(spec, loss_fn)
             if seed == args.seeds[0]:
-                print(describe(spec, loss_fn))
+                print(f"{spec.label} = {key}")
+            if (key, seed) in done:
+                runs.append(replace(done[(key, seed)], loss=spec.label))
+                print(f"  {spec.label:<28} seed {seed}: reused from {checkpoint}")
+                continue
             history, secs = timed(
                 train,
                 backbone,
@@ -143,9 +146,10 @@ def main(argv: list[str] | None = None) -> dict:
                 margin_warmup_epochs=spec.warmup,
                 progress=None if args.no_progress else f"{spec.label} seed {seed}",
             )
-            run = RunResult(spec.label, seed, history, secs, evaluate(backbone, test_set.images, pairs))
+            run = RunResult(spec.label, seed, history, secs, evaluate(backbone, test_set.images, pairs), key)
             runs.append(run)
-            torch.save({"config": _run_config(args), "runs": [vars(r) for r in runs]}, checkpoint)
+            saved = {**done, **{(r.key, r.seed): r for r in runs}}
+            torch.save({"config": _run_config(args), "runs": [vars(r) for r in saved.values()]}, checkpoint)
             m = run.metrics["flip"]
             print(
                 f"  {spec.label:<28} seed {seed}: acc {100 * run.metrics['plain']['accuracy']:.2f} / flip "
@@ -170,7 +174,7 @@ def _load_checkpoint(path: Path, args: argparse.Namespace) -> dict[tuple[str, in
     saved = torch.load(path, weights_only=True)
     if saved["config"] != _run_config(args):
         raise SystemExit(f"{path} was written with other settings {saved['config']}; drop --resume or --out")
-    return {(r["loss"], r["seed"]): RunResult(**r) for r in saved["runs"]}
+    return {(r["key"], r["seed"]): RunResult(**r) for r in saved["runs"]}
 
 
 def _report(runs: list[RunResult], specs, args, description: str, out: Path, wall: float) -> dict:

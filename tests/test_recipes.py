@@ -12,13 +12,32 @@ from arcloss.recipes import MarginWarmup, adacos_scale, unit_norm_init_
 
 
 def test_adacos_scale_values() -> None:
-    assert adacos_scale(300) == pytest.approx(math.sqrt(2) * math.log(299))
+    assert adacos_scale(300) == pytest.approx(math.sqrt(2) * math.log(299))  # AdaCos's fixed scale
     assert adacos_scale(300) == pytest.approx(8.0616, abs=1e-4)
-    assert adacos_scale(3) == pytest.approx(math.sqrt(2) * math.log(2))
+    assert adacos_scale(300, margin_degrees=28.6) == pytest.approx(math.log(299) / math.cos(math.radians(73.6)))
+    assert adacos_scale(300, margin_degrees=28.6) == pytest.approx(20.19, abs=0.01)
+    assert adacos_scale(300, cosine_margin=0.35) == pytest.approx(15.96, abs=0.01)
     with pytest.raises(ValueError):
         adacos_scale(2)
     with pytest.raises(ValueError):
         adacos_scale(10.5)
+    with pytest.raises(ValueError, match="margins too large"):
+        adacos_scale(100, margin_degrees=50)
+
+
+@pytest.mark.parametrize(
+    ("cls", "kwargs"), [(ArcFaceLoss, {"margin_degrees": 28.6}), (CosFaceLoss, {"cosine_margin": 0.35})]
+)
+def test_adacos_scale_gives_half_probability_at_45_degrees(cls, kwargs) -> None:
+    """The defining property: embedding 45° from its centre, orthogonal to the 299 others -> loss = ln 2."""
+    c = 300
+    margin = next(iter(kwargs.values()))
+    loss = cls(c, c + 1, margin=margin, scale=adacos_scale(c, **kwargs))
+    with torch.no_grad():
+        loss.W.copy_(torch.eye(c + 1, c))  # centre j = e_j
+    emb = torch.zeros(1, c + 1)
+    emb[0, 0] = emb[0, c] = 1.0  # 45° from centre 0, 90° from every other centre
+    assert loss(emb, torch.tensor([0])).item() == pytest.approx(math.log(2), abs=1e-4)
 
 
 def test_unit_norm_init_gives_unit_columns() -> None:

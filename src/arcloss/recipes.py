@@ -3,9 +3,10 @@
 Why ArcFace at the drop-in defaults (``scale=64``, ``margin=28.6°``, ``W ~ N(0, 1)``) can fail on a small dataset:
 
 * **Scale vs number of classes.** At initialisation every cosine is ≈ 0, so the target logit
-  ``s·cos(90° + m) ≈ -0.48·s`` is far below the others: at ``s = 64`` the loss sits near ``31 + ln C`` with
-  saturated, hard-negative-dominated gradients. AdaCos (Zhang et al., 2019) derives the scale at which the
-  softmax probability still discriminates: :func:`adacos_scale`, ``√2·ln(C − 1)`` (≈ 8 for C = 300 classes).
+  ``s·cos(90° + m) ≈ -0.48·s`` is far below the others: at ``s = 64`` the loss starts near ``31 + ln C`` and, on
+  a small dataset, stays there. AdaCos (Zhang et al., 2019) derives the scale at which the softmax probability
+  still discriminates, ``√2·ln(C − 1)`` (≈ 8 for C = 300); :func:`adacos_scale` extends it to the margin
+  (≈ 20 for ArcFace's 28.6° and C = 300).
 * **Class-centre step size.** ``∂L/∂W_j`` scales like ``1/|W_j|`` and an SGD step turns ``W_j`` by
   ``≈ lr·|g|/|W_j|``, i.e. ``∝ lr/|W_j|²``. With N(0, 1) entries ``|W_j| ≈ √D``, so the centres turn ``D`` times
   slower than unit-norm centres (128× for D = 128). :func:`unit_norm_init_` gives ``|W_j| ≈ 1``.
@@ -14,7 +15,7 @@ Why ArcFace at the drop-in defaults (``scale=64``, ``margin=28.6°``, ``W ~ N(0,
 
 See ``docs/face_benchmark.md`` for the measurements behind each rule. None of them changes the loss modules'
 defaults: pass them explicitly, e.g.
-``ArcFaceLoss(C, D, scale=adacos_scale(C), weight_init_func=unit_norm_init_)``.
+``ArcFaceLoss(C, D, scale=adacos_scale(C, margin_degrees=28.6), weight_init_func=unit_norm_init_)``.
 """
 
 from __future__ import annotations
@@ -27,11 +28,24 @@ from torch import Tensor, nn
 __all__ = ["MarginWarmup", "adacos_scale", "unit_norm_init_"]
 
 
-def adacos_scale(num_classes: int) -> float:
-    """AdaCos's fixed scale ``√2 · ln(C − 1)`` for ``C = num_classes >= 3`` (dimensionless)."""
+def adacos_scale(num_classes: int, margin_degrees: float = 0.0, cosine_margin: float = 0.0) -> float:
+    """Scale ``s`` at which a sample 45° from its class centre gets target probability 1/2 (dimensionless).
+
+    With all other cosines ≈ 0 the target probability is ``e^z / (e^z + C − 1)`` for target logit ``z``, which is
+    1/2 at ``z = ln(C − 1)``. Without margin ``z = s·cos 45°`` gives AdaCos's fixed scale ``√2 · ln(C − 1)``
+    (Zhang et al., 2019). With ArcFace's additive angular margin ``m`` (``margin_degrees``) the target logit is
+    ``s·cos(45° + m)``, with CosFace's cosine margin (``cosine_margin``) ``s·(cos 45° − m)``, so::
+
+        s = ln(C − 1) / (cos(45° + margin_degrees) − cosine_margin)
+
+    For C = 300: 8.06 without margin, 20.2 for ArcFace's 28.6°, 16.0 for CosFace's 0.35.
+    """
     if int(num_classes) != num_classes or num_classes < 3:
         raise ValueError(f"num_classes must be an integer >= 3, got {num_classes!r}")
-    return math.sqrt(2.0) * math.log(num_classes - 1)
+    denominator = math.cos(math.radians(45.0 + margin_degrees)) - cosine_margin
+    if not denominator > 0:
+        raise ValueError(f"margins too large: cos(45° + {margin_degrees}°) - {cosine_margin} <= 0")
+    return math.log(num_classes - 1) / denominator
 
 
 def unit_norm_init_(weight: Tensor) -> Tensor:
