@@ -175,3 +175,15 @@ def test_float32_error_within_a_small_multiple_of_plain_torch():
     for got, base, t in zip(grads(ours, torch.float32), grads(plain, torch.float32), truth, strict=True):
         err, base_err = (got - t).abs().max(), (base - t).abs().max()
         assert err <= 4 * base_err + 1e-7, (err, base_err)
+
+
+@pytest.mark.parametrize("rows", [1, 7, 8, 13, 64])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_column_dots_is_the_column_sum_of_products(rows, dtype):
+    from arcloss._fused import column_dots
+
+    a, b = torch.randn(rows, 37, dtype=torch.float64), torch.randn(rows, 37, dtype=torch.float64)
+    a, b = a.to(dtype), b.to(dtype)
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    expected = (a.double() * b.double()).sum(0)
+    torch.testing.assert_close(column_dots(a, b, acc).double(), expected, rtol=1e-5, atol=1e-5)

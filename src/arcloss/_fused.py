@@ -39,7 +39,7 @@ NORM_EPS = 1e-12  # as torch.nn.functional.normalize, which pytorch-metric-learn
 DEFAULT_MIN_CHUNK_BYTES = 64 * 2**20
 DEFAULT_CHUNK_FRACTION = 0.3
 _COLUMN_BLOCK = 8192
-_ROW_LOOP_MIN_COLUMNS = 4096
+_ROW_BLOCK = 8
 
 StatsReducer = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 
@@ -69,15 +69,20 @@ def chunk_rows(num_rows: int, row_bytes: int, weight_bytes: int, budget_bytes: i
 def column_dots(a: Tensor, b: Tensor, dtype: torch.dtype) -> Tensor:
     """``(a * b).sum(0)`` for ``(D, C)`` tensors, as ``(C,)`` in ``dtype``, with no ``(D, C)`` temporary.
 
-    On a CPU, torch's reduction over the outer dimension of a row-major tensor runs 5-6x below memory
-    bandwidth (measured 140-190 ms for D=512, C=100k on 2 cores); a loop of ``addcmul_`` over contiguous rows
-    streams each row once (27 ms). GPUs reduce well either way.
+    On a CPU, torch's reduction over the outer dimension of a row-major tensor runs far below memory
+    bandwidth. Accumulating blocks of contiguous rows into a ``(8, C)`` buffer with ``addcmul_`` streams each
+    row once, and only the last 8-row reduction is an outer one. Measured on 2 cores, D=512: 29 ms instead of
+    185 ms (``vecdot``) at C=100k, 4 ms instead of 16 ms at C=10k. GPUs reduce well either way.
     """
-    if a.device.type != "cpu" or a.shape[1] < _ROW_LOOP_MIN_COLUMNS:
+    if a.device.type != "cpu" or a.shape[0] <= _ROW_BLOCK:
         return torch.linalg.vecdot(a.to(dtype), b.to(dtype), dim=0)
-    out = torch.zeros(a.shape[1], dtype=dtype, device=a.device)
-    for row_a, row_b in zip(a, b, strict=True):
-        out.addcmul_(row_a, row_b)
+    rows = a.shape[0] - a.shape[0] % _ROW_BLOCK
+    acc = torch.mul(a[:_ROW_BLOCK].to(dtype), b[:_ROW_BLOCK].to(dtype))
+    for start in range(_ROW_BLOCK, rows, _ROW_BLOCK):
+        acc.addcmul_(a[start : start + _ROW_BLOCK], b[start : start + _ROW_BLOCK])
+    out = acc.sum(0)
+    for row in range(rows, a.shape[0]):
+        out.addcmul_(a[row], b[row])
     return out
 
 
