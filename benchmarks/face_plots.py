@@ -31,14 +31,19 @@ def plot_roc(curves: dict[str, tuple[list[float], list[float], float]], path: Pa
 def plot_angles(hists: dict[str, tuple[list[float], list[float]]], path: Path, title: str) -> None:
     """``hists[label] = (positive_angles, negative_angles)`` in degrees; one panel per loss."""
     n = len(hists)
-    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3), sharey=True, squeeze=False)
-    bins = [i * 2.0 for i in range(61)]  # 0..120 degrees
-    for ax, (label, (pos, neg)) in zip(axes[0], hists.items(), strict=True):
+    cols = min(4, n)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.8 * rows), sharex=True, squeeze=False)
+    bins = [i * 2.0 for i in range(76)]  # 0..150 degrees
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    for ax, (label, (pos, neg)) in zip(axes.flat[:n], hists.items(), strict=True):
         ax.hist(neg, bins=bins, density=True, alpha=0.6, color="tab:red", label="different")
         ax.hist(pos, bins=bins, density=True, alpha=0.6, color="tab:blue", label="same")
         ax.set_title(label, fontsize=9)
         ax.set_xlabel("angle between embeddings (°)")
-    axes[0][0].set_ylabel("density")
+    for row in axes:
+        row[0].set_ylabel("density")
     axes[0][0].legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()

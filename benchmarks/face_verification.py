@@ -240,7 +240,8 @@ def _report(runs: list[RunResult], specs, args, description: str, out: Path, wal
     for label, r in first.items():
         far, tar = _downsample_roc(r.metrics["flip"]["roc_far"], r.metrics["flip"]["roc_tar"])
         rocs[label] = (far, tar, r.metrics["flip"]["auc"])
-    title = f"{description.split(' (')[0]}, seed {args.seeds[0]}, flip TTA"
+    name = Path(description.split(" (")[0].split()[-1]).name if "ImageFolder" in description else "synthetic"
+    title = f"{name}, seed {args.seeds[0]}, flip TTA"
     plot_roc(rocs, out / "face_roc.png", f"ROC on held-out identities — {title}")
     plot_angles(
         {label: (r.metrics["flip"]["angles_pos"], r.metrics["flip"]["angles_neg"]) for label, r in first.items()},

@@ -81,6 +81,12 @@ def test_loss_specs() -> None:
     assert (spec.kind, spec.s, spec.init, spec.warmup, spec.lr) == ("arcface", 64.0, "normal", 2.0, 10.0)
     loss = face_losses.make_loss(face_losses.parse_spec("arcface:s=adacos"), 300, 8)
     assert loss.scale == pytest.approx(2**0.5 * torch.log(torch.tensor(299.0)).item(), rel=1e-6)
+    recipe = face_losses.make_loss(face_losses.parse_spec("arcface"), 300, 8)  # AdaCos's sqrt(2) ln(C - 1)
+    assert (recipe.scale, recipe.margin) == (pytest.approx(8.06, abs=0.01), 28.6)
+    auto = face_losses.make_loss(face_losses.parse_spec("arcface:s=auto"), 300, 8)  # margin-aware
+    assert auto.scale == pytest.approx(20.19, abs=0.01)
+    assert face_losses.make_loss(face_losses.parse_spec("cosface"), 300, 8).scale == pytest.approx(15.96, abs=0.01)
+    assert recipe.W.norm(dim=0).mean().item() == pytest.approx(1.0, abs=0.3)  # unit-norm centres
     default = face_losses.make_loss(face_losses.parse_spec("arcface-default"), 10, 8)
     assert (default.scale, default.margin) == (64, 28.6)
     with pytest.raises(ValueError):
