@@ -13,9 +13,11 @@ Why ArcFace at the drop-in defaults (``scale=64``, ``margin=28.6°``, ``W ~ N(0,
 * **Margin before features exist.** :class:`MarginWarmup` ramps the margin from 0 so the first epochs train a
   plain normalised softmax.
 
-See ``docs/face_benchmark.md`` for the measurements behind each rule. None of them changes the loss modules'
-defaults: pass them explicitly, e.g.
-``ArcFaceLoss(C, D, scale=adacos_scale(C, margin_degrees=28.6), weight_init_func=unit_norm_init_)``.
+Measured on 300 LFW identities (``docs/face_benchmark.md``): AdaCos's scale plus unit-norm centres took ArcFace from
+64.0 % to 84.6 % 10-fold accuracy (softmax: 84.8 %); the margin-aware scale (20.2) collapsed in 2 of 3 seeds for
+ArcFace but trained well for CosFace; the warm-up had no measurable effect at s = 8. None of these changes the
+loss modules' defaults: pass them explicitly, e.g.
+``ArcFaceLoss(C, D, scale=adacos_scale(C), weight_init_func=unit_norm_init_)``.
 """
 
 from __future__ import annotations
