@@ -2,13 +2,13 @@
 
 A loss is named by a spec ``NAME[:key=value,...]``, e.g. ``arcface`` or ``arcface:s=64,init=normal,warmup=0``.
 
-=================  ==========================================================================================
-``softmax``        ``nn.Linear(D, C)`` + cross-entropy (the plain-softmax baseline).
-``norm-softmax``   cross-entropy of ``s·cos(θ_j)`` (normalised embeddings and centres, no margin): the naive loss.
-``arcface``        :class:`arcloss.ArcFaceLoss` (m=28.6°) with the recommended recipe ``RECIPE``.
-``arcface-default`` :class:`arcloss.ArcFaceLoss` at its drop-in defaults (s=64, m=28.6°, W ~ N(0, 1)).
-``cosface``        :class:`arcloss.CosFaceLoss` (m=0.35), unit-norm centres, margin-aware scale (``s=auto``).
-=================  ==========================================================================================
+===================  ======================================================================================
+``softmax``          ``nn.Linear(D, C)`` + cross-entropy (the plain-softmax baseline).
+``norm-softmax``     cross-entropy of ``s·cos(θ_j)`` (normalised embeddings and centres, no margin): the naive loss.
+``arcface``          :class:`arcloss.ArcFaceLoss` (m=28.6°) with the recommended recipe ``RECIPE``.
+``arcface-default``  :class:`arcloss.ArcFaceLoss` at its drop-in defaults (s=64, m=28.6°, W ~ N(0, 1)).
+``cosface``          :class:`arcloss.CosFaceLoss` (m=0.35), unit-norm centres, margin-aware scale (``s=auto``).
+===================  ======================================================================================
 
 Keys: ``s`` scale (``auto``: :func:`arcloss.recipes.adacos_scale` for the loss's margin, ln(C−1)/(cos(45°+m) − m₃);
 ``adacos``: the margin-free √2·ln(C−1)), ``m`` margin (degrees for ArcFace, cosine for CosFace),
