@@ -138,11 +138,12 @@ def margin_ce_chunks(
 
     local = labels >= 0
     safe_labels = labels.clamp_min(0)
-    if sub_centers == 1:
-        # The target cosine in the accumulation dtype, exact even when the GEMM runs in bfloat16.
+    exact_targets = sub_centers == 1 and mm_dtype != acc
+    if exact_targets:
+        # The GEMM runs in reduced precision: compute the target cosine in the accumulation dtype instead.
         target_cos = (xhat * weight.index_select(1, safe_labels).t().to(acc)).sum(1) / w_norm[safe_labels]
         all_target_phi, all_target_slope = margin(target_cos)
-    else:
+    if sub_centers > 1:
         inv_norm = w_norm.reciprocal()
         class_scale = torch.full((num_classes,), scale, dtype=acc, device=x.device)
 
@@ -166,9 +167,13 @@ def margin_ce_chunks(
         else:
             chunk.copy_(torch.mm(xhat_mm[rows], w_mm))
         lab = torch.where(local[rows], safe_labels[rows], -1)
-        if sub_centers == 1:
+        if exact_targets:
             logits, logit_scale = chunk, col_scale
             target_phi, target_slope = all_target_phi[rows], all_target_slope[rows]
+        elif sub_centers == 1:
+            logits, logit_scale = chunk, col_scale
+            target_cos = chunk.gather(1, safe_labels[rows, None])[:, 0] / w_norm[safe_labels[rows]]
+            target_phi, target_slope = margin(target_cos)
         else:
             # Cosines of every sub-centre, then each class's best one: the softmax runs over (K, C).
             logits, logit_scale = best[:size], class_scale
