@@ -1,7 +1,8 @@
 """Plot the speed/memory CSV written by ``speed_memory.py``: time and memory against C, log axes.
 
 Usage: ``python benchmarks/plot_speed_memory.py [--csv benchmarks/results/speed_memory.csv] [--out docs/img]``.
-Uses the newest run (rows sharing the latest date) for each device in the CSV.
+For each device, provider, class count and mode, uses the newest row in the CSV (a rerun of some class counts
+replaces only those points; every provider of one class count is measured side by side in one run).
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ HERE = Path(__file__).resolve().parent
 
 
 def latest_rows(path: Path) -> list[dict]:
-    rows = list(csv.DictReader(path.open()))
-    latest: dict[str, str] = {}
-    for row in rows:
-        latest[row["device"]] = max(latest.get(row["device"], ""), row["date"])
-    return [row for row in rows if row["date"] == latest[row["device"]]]
+    latest: dict[tuple, dict] = {}
+    for row in csv.DictReader(path.open()):
+        key = (row["device"], row["provider"], row["num_classes"], row["mode"])
+        if key not in latest or row["date"] >= latest[key]["date"]:
+            latest[key] = row
+    return list(latest.values())
 
 
 def plot(rows: list[dict], out: Path) -> list[Path]:

@@ -44,6 +44,7 @@ import speed_providers as providers
 import arcloss
 
 DEFAULT_CSV = Path(__file__).resolve().parent / "results" / "speed_memory.csv"
+INTERLEAVE_BYTES = 2 * 2**30
 FIELDS = [
     "date",
     "machine",
@@ -85,26 +86,42 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _time_case(case: providers.Case, device: torch.device) -> tuple[float, float]:
+    """One forward and one backward, in ms; the gradients are freed afterwards."""
+    case.zero_grad()
+    _sync(device)
+    start = time.perf_counter()
+    loss = case.loss()
+    _sync(device)
+    middle = time.perf_counter()
+    loss.backward()
+    _sync(device)
+    end = time.perf_counter()
+    case.zero_grad()
+    return (middle - start) * 1e3, (end - middle) * 1e3
+
+
 def time_providers(names: list[str], num_classes: int, args, device) -> dict[str, dict[str, list[float]]]:
-    """Per provider and mode, the list of times in ms, interleaving providers repeat by repeat."""
-    cases = {name: providers.make_case(name, num_classes, args.batch, args.dim, device) for name in names}
+    """Per provider and mode, the list of times in ms.
+
+    Providers are interleaved repeat by repeat while all their parameters fit in ``INTERLEAVE_BYTES``; above
+    that (C=1M: 2 GB of W each) they run one after the other in this process, one provider's tensors alive
+    at a time.
+    """
     times = {name: {"forward": [], "backward": [], "full": []} for name in names}
     repeats = args.repeats or max(3, min(20, int(2e6 // num_classes)))
-    for rep in range(repeats + args.warmup):
-        for name, case in cases.items():
-            case.zero_grad()
-            _sync(device)
-            start = time.perf_counter()
-            loss = case.loss()
-            _sync(device)
-            middle = time.perf_counter()
-            loss.backward()
-            _sync(device)
-            end = time.perf_counter()
-            if rep >= args.warmup:
-                times[name]["forward"].append((middle - start) * 1e3)
-                times[name]["backward"].append((end - middle) * 1e3)
-                times[name]["full"].append((end - start) * 1e3)
+    interleave = len(names) * num_classes * args.dim * 4 <= INTERLEAVE_BYTES
+    groups = [names] if interleave else [[name] for name in names]
+    for group in groups:
+        cases = {name: providers.make_case(name, num_classes, args.batch, args.dim, device) for name in group}
+        for rep in range(repeats + args.warmup):
+            for name, case in cases.items():
+                forward, backward = _time_case(case, device)
+                if rep >= args.warmup:
+                    times[name]["forward"].append(forward)
+                    times[name]["backward"].append(backward)
+                    times[name]["full"].append(forward + backward)
+        del cases
     return times
 
 
@@ -195,8 +212,8 @@ def main() -> None:
         f"{meta['machine']} | {meta['device']} | torch {meta['torch']} | {meta['threads']} threads | "
         f"N={args.batch} D={args.dim} float32"
     )
-    rows = []
     for num_classes in args.classes:
+        rows = []
         w_mb = num_classes * args.dim * 4 / 2**20
         times = time_providers(names, num_classes, args, device)
         memory = {} if args.no_memory else {n: measure_memory(n, num_classes, args, device) for n in names}
@@ -233,14 +250,18 @@ def main() -> None:
                 f"{name:>15} {stats['forward'][0]:11.1f} {stats['backward'][0]:12.1f} {full[0]:9.1f} "
                 f"{full[1]:6.0f}-{full[2]:<6.0f} {ratio:>9} {mem:>9} {mem_ratio:>6}"
             )
-    args.csv.parent.mkdir(parents=True, exist_ok=True)
-    new = not args.csv.exists()
-    with args.csv.open("a", newline="") as f:
+        append_csv(args.csv, rows)
+        print(f"appended {len(rows)} rows to {args.csv}")
+
+
+def append_csv(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not path.exists()
+    with path.open("a", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=FIELDS)
         if new:
             writer.writeheader()
         writer.writerows(rows)
-    print(f"\nappended {len(rows)} rows to {args.csv}")
 
 
 if __name__ == "__main__":
