@@ -4,7 +4,7 @@
 >>> loss_fn = ArcFaceLoss(num_classes=10, embedding_size=4)
 """
 
-from . import functional
+from . import functional, recipes, verification
 from .losses import ArcFaceLoss, CombinedMarginLoss, CosFaceLoss, SubCenterArcFaceLoss
 from .margins import AngularMargin
 
@@ -18,4 +18,6 @@ __all__ = [
     "SubCenterArcFaceLoss",
     "__version__",
     "functional",
+    "recipes",
+    "verification",
 ]
