@@ -36,7 +36,7 @@ from . import _softmax_torch
 from .margins import AngularMargin
 
 NORM_EPS = 1e-12  # as torch.nn.functional.normalize, which pytorch-metric-learning uses
-DEFAULT_MIN_CHUNK_BYTES = 64 * 2**20
+DEFAULT_MIN_CHUNK_BYTES = 16 * 2**20
 DEFAULT_CHUNK_FRACTION = 0.25
 _COLUMN_BLOCK = 8192
 _ROW_BLOCK = 8
@@ -52,7 +52,7 @@ def accumulation_dtype(*dtypes: torch.dtype) -> torch.dtype:
 def chunk_rows(num_rows: int, row_bytes: int, weight_bytes: int, budget_bytes: int | None = None) -> int:
     """Rows per chunk so that the chunk buffers (``row_bytes`` per row) stay within the memory budget.
 
-    The default budget is ``max(64 MiB, 0.25 * weight_bytes)``: the transient memory of the loss stays near
+    The default budget is ``max(16 MiB, 0.25 * weight_bytes)``: the transient memory of the loss stays near
     a quarter of the class centres' size however many classes there are, and small problems run in one chunk.
     Chunks are balanced (``ceil(N / n)`` rows each), because each chunk streams the ``(D, C)`` gradient
     accumulator through memory once: fewer, larger chunks are faster.

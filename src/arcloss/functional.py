@@ -63,7 +63,7 @@ def margin_loss(
         scale: the logit scale ``s`` (> 0).
         reduction: ``"mean"`` | ``"sum"`` | ``"none"`` (per-row losses, ``(N,)``).
         backend: ``"auto"`` | ``"torch"`` | ``"triton"``.
-        rows_per_chunk: rows per chunk; default from a memory budget of ``max(64 MiB, 0.25 * bytes of W)``.
+        rows_per_chunk: rows per chunk; default from a memory budget of ``max(16 MiB, 0.25 * bytes of W)``.
         validate: check label range and finite embeddings (one device sync); shapes and dtypes are always
             checked.
         sub_centers: K sub-centres per class (sub-centre ArcFace): ``weight`` is ``(D, C * K)``, class c owning
