@@ -31,6 +31,14 @@ def check_real(name: str, value: object) -> float:
     return value
 
 
+def check_cosine_margin(name: str, value: object) -> float:
+    """A cosine margin (CosFace's ``m``): a finite real number >= 0, dimensionless."""
+    margin = check_real(name, value)
+    if margin < 0:
+        raise ValueError(f"{name} must be >= 0, got {value!r}")
+    return margin
+
+
 def check_scale(scale: object) -> float:
     value = check_real("scale", scale)
     if value <= 0:

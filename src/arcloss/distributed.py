@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from . import _backends
 from ._fused import accumulation_dtype, chunk_rows, margin_ce_chunks
 from ._partial_fc import columns_of_labels, mix_seed, num_sampled_columns, sample_columns
-from ._validation import check_angle_degrees, check_choice, check_real, check_scale, check_size
+from ._validation import check_angle_degrees, check_choice, check_cosine_margin, check_real, check_scale, check_size
 from .losses import ArcFaceLoss, CombinedMarginLoss, CosFaceLoss, _MarginLoss
 from .margins import AngularMargin
 
@@ -435,9 +435,7 @@ class ShardedCosFaceLoss(ShardedMarginLoss):
     """Sharded :class:`arcloss.CosFaceLoss`: ``margin`` a cosine margin (>= 0)."""
 
     def __init__(self, num_classes: int, embedding_size: int, margin: float = 0.35, scale: float = 64, **kwargs):
-        self.margin = check_real("margin", margin)
-        if self.margin < 0:
-            raise ValueError(f"margin must be >= 0, got {margin!r}")
+        self.margin = check_cosine_margin("margin", margin)
         super().__init__(num_classes, embedding_size, AngularMargin(m3=self.margin), scale, **kwargs)
 
     def _margin_repr(self) -> str:

@@ -15,7 +15,15 @@ from torch import Tensor
 from . import _backends
 from ._autograd import MarginCrossEntropy
 from ._fused import accumulation_dtype
-from ._validation import check_angle_degrees, check_choice, check_inputs, check_real, check_scale, check_size
+from ._validation import (
+    check_angle_degrees,
+    check_choice,
+    check_cosine_margin,
+    check_inputs,
+    check_real,
+    check_scale,
+    check_size,
+)
 from .margins import AngularMargin
 
 __all__ = ["arcface_loss", "combined_margin_loss", "cosface_loss", "cosine_logits", "margin_loss"]
@@ -128,9 +136,7 @@ def cosface_loss(
     **kwargs,
 ) -> Tensor:
     """CosFace: target logit ``s * (cos(theta_y) - m)``, ``m`` a cosine margin (dimensionless, >= 0)."""
-    m3 = check_real("margin", margin)
-    if m3 < 0:
-        raise ValueError(f"margin must be >= 0, got {margin!r}")
+    m3 = check_cosine_margin("margin", margin)
     return margin_loss(embeddings, weight, labels, AngularMargin(m3=m3, easy_margin=bool(easy_margin)), scale, **kwargs)
 
 

@@ -15,7 +15,15 @@ from torch import Tensor, nn
 
 from . import functional as F
 from ._backends import BACKENDS
-from ._validation import check_angle_degrees, check_choice, check_inputs, check_real, check_scale, check_size
+from ._validation import (
+    check_angle_degrees,
+    check_choice,
+    check_cosine_margin,
+    check_inputs,
+    check_real,
+    check_scale,
+    check_size,
+)
 from .margins import AngularMargin
 
 __all__ = ["ArcFaceLoss", "CombinedMarginLoss", "CosFaceLoss"]
@@ -202,9 +210,7 @@ class CosFaceLoss(_MarginLoss):
         easy_margin: bool = False,
         **kwargs,
     ) -> None:
-        self.margin = check_real("margin", margin)
-        if self.margin < 0:
-            raise ValueError(f"margin must be >= 0, got {margin!r}")
+        self.margin = check_cosine_margin("margin", margin)
         self.easy_margin = bool(easy_margin)
         super().__init__(num_classes, embedding_size, scale, **kwargs)
 
