@@ -108,7 +108,12 @@ def test_easy_margin_applies_only_where_cosine_positive():
 
 def test_margin_spec_is_monotone_in_theta_for_every_member():
     theta = torch.linspace(0, math.pi, 20001, dtype=torch.float64)
-    members = [AngularMargin(m2=0.5), AngularMargin(m3=0.35), AngularMargin(1.35, 0.25, 0.1), AngularMargin(m1=4.0)]
+    members = [
+        AngularMargin(m2=math.degrees(0.5)),
+        AngularMargin(m3=0.35),
+        AngularMargin(1.35, math.degrees(0.25), 0.1),
+        AngularMargin(m1=4.0),
+    ]
     for margin in members:
         phi, slope = margin(torch.cos(theta))
         assert bool((phi[1:] <= phi[:-1] + 1e-12).all()), margin

@@ -103,12 +103,27 @@ def test_torch_compile_forward_backward_equals_eager():
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
 
 
-def test_retain_graph_second_backward_raises_instead_of_double_scaling():
-    loss_fn = ArcFaceLoss(10, 4)
-    loss = loss_fn(torch.randn(3, 4, requires_grad=True), torch.tensor([1, 2, 3])) * 2.0
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_second_backward_through_a_retained_graph_is_exact(reduction):
+    """``(2 * loss).backward(retain_graph=True)`` twice accumulates twice the gradient of one backward."""
+    loss_fn = ArcFaceLoss(10, 4, reduction=reduction, dtype=torch.float64)
+    x = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    labels = torch.tensor([1, 2, 3])
+    (2.0 * loss_fn(x, labels).sum()).backward()
+    once_x, once_w = x.grad.clone(), loss_fn.W.grad.clone()
+    x.grad, loss_fn.W.grad = None, None
+    loss = 2.0 * loss_fn(x, labels).sum()
     loss.backward(retain_graph=True)
-    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
-        loss.backward()
+    loss.backward()
+    torch.testing.assert_close(x.grad, 2 * once_x)
+    torch.testing.assert_close(loss_fn.W.grad, 2 * once_w)
+
+
+def test_double_backward_raises_a_clear_error():
+    loss_fn = ArcFaceLoss(10, 4, dtype=torch.float64)
+    x = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(RuntimeError, match="double backward"):
+        torch.autograd.gradgradcheck(lambda e: loss_fn(e, torch.tensor([1, 2, 3])), (x,))
 
 
 @pytest.mark.parametrize("loss_cls", [ArcFaceLoss, CosFaceLoss])

@@ -180,7 +180,7 @@ def test_float32_error_within_a_small_multiple_of_plain_torch():
 @pytest.mark.parametrize("rows", [1, 7, 8, 13, 64])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
 def test_column_dots_is_the_column_sum_of_products(rows, dtype):
-    from arcloss._fused import column_dots
+    from arcloss.ops.chunked import column_dots
 
     a, b = torch.randn(rows, 37, dtype=torch.float64), torch.randn(rows, 37, dtype=torch.float64)
     a, b = a.to(dtype), b.to(dtype)

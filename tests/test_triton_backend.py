@@ -1,4 +1,4 @@
-"""The Triton chunk softmax (:mod:`arcloss._softmax_triton`) against the PyTorch one, which is the specification.
+"""The Triton chunk softmax (:mod:`arcloss.ops.softmax_triton`) against the PyTorch one, which is the specification.
 
 On a machine without CUDA the kernels run on CPU tensors through Triton's interpreter, so shapes are tiny; a
 forced small ``block_size`` and ``col_splits`` exercise the multi-tile loop, the masked last tile and the
@@ -11,7 +11,7 @@ import os
 
 import torch
 
-# Must precede the first import of arcloss._softmax_triton: triton.jit reads it when the kernels are defined.
+# Must precede the first import of arcloss.ops.softmax_triton: triton.jit reads it when the kernels are defined.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
@@ -28,8 +28,9 @@ from hypothesis import strategies as st
 pytest.importorskip("triton")
 
 import arcloss
-from arcloss import _softmax_torch
-from arcloss import _softmax_triton as tri
+from arcloss.ops import softmax_torch as _softmax_torch
+from arcloss.ops import softmax_triton as tri
+from arcloss.ops.chunk_softmax import RowStats
 from arcloss.functional import arcface_loss
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -74,9 +75,9 @@ def torch_grad(ch: dict[str, torch.Tensor], global_stats: tuple[torch.Tensor, to
     """The specification: row stats and the final ``d loss / d dots`` (row factor applied) from PyTorch."""
     buf = ch["dots"].clone()
     row_max, row_sum = _softmax_torch.row_stats(buf, ch["labels"], ch["col_scale"], ch["target_logit"])
-    gmax, gsum = (row_max, row_sum) if global_stats is None else global_stats
+    total = None if global_stats is None else RowStats(*global_stats)
     factor = _softmax_torch.logit_grad_(
-        buf, ch["labels"], ch["col_scale"], ch["target_logit"], ch["target_slope"], row_max, gmax, gsum
+        buf, ch["labels"], ch["col_scale"], ch["target_logit"], ch["target_slope"], RowStats(row_max, row_sum), total
     )
     return row_max, row_sum, buf if factor is None else buf * factor[:, None]
 
@@ -87,9 +88,10 @@ def triton_grad(ch, global_stats=None, block_size=None, col_splits=None, buf=Non
     buf = ch["dots"].clone() if buf is None else buf
     row_max, row_sum = tri.row_stats(buf, ch["labels"], ch["col_scale"], ch["target_logit"], **launch)
     torch.testing.assert_close(buf, ch["dots"], rtol=0, atol=0, msg="row_stats must leave the dots untouched")
-    gmax, gsum = (row_max, row_sum) if global_stats is None else global_stats
+    total = None if global_stats is None else RowStats(*global_stats)
+    local = RowStats(row_max, row_sum)
     factor = tri.logit_grad_(
-        buf, ch["labels"], ch["col_scale"], ch["target_logit"], ch["target_slope"], row_max, gmax, gsum, **launch
+        buf, ch["labels"], ch["col_scale"], ch["target_logit"], ch["target_slope"], local, total, **launch
     )
     assert factor is None
     return row_max, row_sum, buf
@@ -142,12 +144,13 @@ def got_logits(ch: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def test_gradient_row_identity():
-    """Independent of the PyTorch module: with ``target_slope = 1``, ``g_ij / col_scale_j`` is ``p_ij`` off target
+    """Independent of the PyTorch module: with ``target_slope = col_scale_y`` (the derivative of the target logit
+    in the target dot when it has no margin), ``g_ij / col_scale_j`` is ``p_ij`` off target
     and ``p_iy - 1`` at the target, and each row's ``p`` sums to one (single process), so the row sums of
     ``g / col_scale`` are 0 for rows with a target and 1 for rows without (labels -1)."""
     k, c, labels = SHAPES[0]
     ch = make_chunk(k, c, labels, torch.float64)
-    ch["target_slope"] = torch.ones_like(ch["target_slope"])
+    ch["target_slope"] = ch["col_scale"][ch["labels"].clamp_min(0)]
     grad = triton_grad(ch, block_size=16, col_splits=2)[2]
     row = (grad / ch["col_scale"]).sum(1)
     want = (ch["labels"] < 0).to(row)
@@ -262,7 +265,7 @@ def test_cpu_without_interpreter_raises():
         """
         import torch
         from arcloss.functional import arcface_loss
-        from arcloss import _softmax_triton as tri
+        from arcloss.ops import softmax_triton as tri
         x, w, y = torch.randn(3, 4), torch.randn(4, 6), torch.tensor([0, 1, 5])
         try:
             arcface_loss(x, w, y, backend="triton")

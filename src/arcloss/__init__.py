@@ -5,8 +5,8 @@
 """
 
 from . import functional, recipes, verification
-from .losses import ArcFaceLoss, CombinedMarginLoss, CosFaceLoss, SubCenterArcFaceLoss
-from .margins import AngularMargin
+from .losses import ArcFaceLoss, CombinedMarginLoss, CosFaceLoss, MarginLoss, SubCenterArcFaceLoss
+from .margins import AngularMargin, Margin
 
 __version__ = "0.1.0"
 
@@ -15,6 +15,8 @@ __all__ = [
     "ArcFaceLoss",
     "CombinedMarginLoss",
     "CosFaceLoss",
+    "Margin",
+    "MarginLoss",
     "SubCenterArcFaceLoss",
     "__version__",
     "functional",

@@ -1,8 +1,9 @@
 """Input checks shared by every loss. Each raises ``TypeError``/``ValueError`` naming the offending value.
 
-Shape and dtype checks are free and always run. Checks that read tensor *values* (label range, finite
-embeddings) synchronise with the device; they run unless switched off with ``validate=False``, and are
-skipped while ``torch.compile`` traces (a data-dependent branch would break the graph).
+Shape and dtype checks are free and always run (:func:`check_inputs`). Checks that read tensor *values*
+(label range, finite embeddings; :func:`check_values`) synchronise with the device; they run inside the
+target-cosine custom op (so also under ``torch.compile``, which does not trace into it) unless switched off
+with ``validate=False``.
 """
 
 from __future__ import annotations
@@ -59,17 +60,24 @@ def check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
     return value  # type: ignore[return-value]
 
 
-def check_inputs(
-    embeddings: object,
-    labels: object,
-    weight: Tensor,
-    *,
-    check_values: bool,
-    sub_centers: int = 1,
-) -> tuple[Tensor, Tensor]:
-    """Validate ``embeddings`` ``(N, D)`` and ``labels`` ``(N,)`` against ``weight`` ``(D, C * sub_centers)``.
+def check_rows_per_chunk(value: object) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1):
+        raise ValueError(f"rows_per_chunk must be a positive int or None, got {value!r}")
+    return None if value is None else int(value)
 
-    Returns the embeddings unchanged and the labels as int64.
+
+def check_weight(weight: object, sub_centers: int) -> Tensor:
+    if not isinstance(weight, Tensor) or not weight.is_floating_point() or weight.dim() != 2:
+        raise TypeError("weight must be a 2-D floating-point tensor of shape (embedding_size, num_classes)")
+    if weight.shape[1] % sub_centers:
+        raise ValueError(f"weight has {weight.shape[1]} columns, not a multiple of sub_centers={sub_centers}")
+    return weight
+
+
+def check_inputs(embeddings: object, labels: object, embedding_size: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Types and shapes of ``embeddings`` ``(N, embedding_size)`` and ``labels`` ``(N,)`` on ``device``.
+
+    Returns the embeddings unchanged and the labels as int64 on the embeddings' device.
     """
     if not isinstance(embeddings, Tensor):
         raise TypeError(f"embeddings must be a torch.Tensor, got {type(embeddings).__name__}")
@@ -77,7 +85,6 @@ def check_inputs(
         raise TypeError(f"embeddings must be a floating-point tensor, got dtype {embeddings.dtype}")
     if embeddings.dim() != 2:
         raise ValueError(f"embeddings must be 2-D (batch, embedding_size), got shape {tuple(embeddings.shape)}")
-    embedding_size, num_classes = weight.shape[0], weight.shape[1] // sub_centers
     if embeddings.shape[1] != embedding_size:
         raise ValueError(
             f"embeddings have width {embeddings.shape[1]} but the loss expects embedding_size={embedding_size}"
@@ -92,18 +99,22 @@ def check_inputs(
         raise ValueError(
             f"batch sizes differ: embeddings have {embeddings.shape[0]} rows, labels have {labels.shape[0]}"
         )
-    if embeddings.device != weight.device:
-        raise ValueError(f"embeddings are on {embeddings.device} but the class centres are on {weight.device}")
-    labels = labels.to(device=embeddings.device, dtype=torch.int64)
-    if check_values and labels.numel() and not torch.compiler.is_compiling():
-        low, high = int(labels.min()), int(labels.max())
-        if low < 0 or high >= num_classes:
-            bad = low if low < 0 else high
-            raise ValueError(f"labels must be in [0, num_classes={num_classes}), got label {bad}")
-        if not bool(torch.isfinite(embeddings).all()):
-            bad_rows = (~torch.isfinite(embeddings)).any(1).nonzero().flatten().tolist()
-            raise ValueError(
-                f"embeddings contain NaN or Inf (rows {bad_rows[:8]}{'...' if len(bad_rows) > 8 else ''}); "
-                "refusing to compute a loss whose gradient would corrupt the class centres"
-            )
-    return embeddings, labels
+    if embeddings.device != device:
+        raise ValueError(f"embeddings are on {embeddings.device} but the class centres are on {device}")
+    return embeddings, labels.to(device=embeddings.device, dtype=torch.int64)
+
+
+def check_values(embeddings: Tensor, labels: Tensor, num_classes: int) -> None:
+    """Label range and finite embeddings (one device synchronisation)."""
+    if labels.numel() == 0:
+        return
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= num_classes:
+        bad = low if low < 0 else high
+        raise ValueError(f"labels must be in [0, num_classes={num_classes}), got label {bad}")
+    if not bool(torch.isfinite(embeddings).all()):
+        bad_rows = (~torch.isfinite(embeddings)).any(1).nonzero().flatten().tolist()
+        raise ValueError(
+            f"embeddings contain NaN or Inf (rows {bad_rows[:8]}{'...' if len(bad_rows) > 8 else ''}); "
+            "refusing to compute a loss whose gradient would corrupt the class centres"
+        )

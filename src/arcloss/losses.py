@@ -1,32 +1,39 @@
-"""The loss modules. Each stores its configuration and its class centres ``W``; the computation lives in
-:mod:`arcloss.functional`.
+"""The loss modules. Each stores its configuration, its class centres ``W`` and one margin module; the
+computation lives in :mod:`arcloss.functional`.
 
 The constructors, the parameter ``W`` of shape ``(embedding_size, num_classes)``, its N(0, 1)
-initialisation and ``get_logits`` match pytorch-metric-learning, so its checkpoints load unchanged.
+initialisation and ``get_logits`` match pytorch-metric-learning, so its checkpoints load unchanged. With
+``sharding=`` (:class:`arcloss.distributed.Sharding`) the same modules hold one rank's block of classes.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from . import functional as F
-from ._backends import BACKENDS
 from ._validation import (
-    check_angle_degrees,
     check_choice,
-    check_cosine_margin,
     check_inputs,
     check_real,
+    check_rows_per_chunk,
     check_scale,
     check_size,
+    check_values,
 )
-from .margins import AngularMargin
+from .distributed.sharding import Sharding
+from .functional import Reduction
+from .margins import AngularMargin, Margin
+from .ops import BACKENDS
 
-__all__ = ["ArcFaceLoss", "CombinedMarginLoss", "CosFaceLoss"]
+__all__ = ["ArcFaceLoss", "CombinedMarginLoss", "CosFaceLoss", "MarginLoss", "SubCenterArcFaceLoss"]
+
+InitFunc = Callable[[Tensor], object]
+Device = torch.device | str | None
 
 # pytorch-metric-learning options that would change the loss: accepting and ignoring them would be a lie.
 _UNSUPPORTED = {
@@ -37,89 +44,160 @@ _UNSUPPORTED = {
 _MEANINGLESS_WITHOUT_REGULARIZER = ("embedding_reg_weight", "weight_reg_weight")
 
 
-def _check_pml_kwargs(kwargs: dict) -> None:
+def _check_pml_options(options: dict[str, object]) -> None:
     """Reject pytorch-metric-learning options we do not implement, naming each; accept the no-op ones."""
     for name, why in _UNSUPPORTED.items():
-        if kwargs.pop(name, None) is not None:
+        if options.pop(name, None) is not None:
             raise ValueError(f"{name}: {why}")
     for name in _MEANINGLESS_WITHOUT_REGULARIZER:
-        kwargs.pop(name, None)
-    distance = kwargs.pop("distance", None)
+        options.pop(name, None)
+    distance = options.pop("distance", None)
     if distance is not None:
         is_cosine = type(distance).__name__ == "CosineSimilarity" and getattr(distance, "normalize_embeddings", True)
         if not is_cosine:
             raise ValueError(f"distance={distance!r}: angular-margin losses are defined on cosine similarity only")
-    if kwargs.pop("collect_stats", False):
+    if options.pop("collect_stats", False):
         raise ValueError("collect_stats=True is not supported (pytorch-metric-learning's avg_angle statistic)")
-    if kwargs:
-        raise TypeError(f"unexpected keyword argument(s): {', '.join(sorted(kwargs))}")
+    if options:
+        raise TypeError(f"unexpected keyword argument(s): {', '.join(sorted(options))}")
 
 
-class _MarginLoss(nn.Module):
-    """Shared machinery: parameters, validation options, ``get_logits``, the forward."""
+@dataclass(frozen=True)
+class LossOptions:
+    """The options every loss takes, in one typed object (see :class:`MarginLoss` for their meaning)."""
+
+    reduction: Reduction = "mean"
+    backend: str = "auto"
+    validate: bool = True
+    rows_per_chunk: int | None = None
+    weight_init_func: InitFunc | None = None
+    sharding: Sharding | None = None
+    device: Device = None
+    dtype: torch.dtype | None = None
+
+
+class MarginAttribute:
+    """A loss attribute that lives on the loss's margin module, the single source of truth: setting it
+    (e.g. a warm-up schedule) changes the margin of the next forward, sharded losses included."""
+
+    def __init__(self, name: str, doc: str, label: str | None = None) -> None:
+        self.name, self.label = name, label or name
+        self.__doc__ = doc
+
+    def __get__(self, loss: MarginLoss | None, owner: type | None = None):
+        return self if loss is None else getattr(loss.margin_fn, self.name)
+
+    def __set__(self, loss: MarginLoss, value: object) -> None:
+        loss.margin_fn.set(self.name, value, label=self.label)
+
+
+class MarginLoss(nn.Module):
+    """Softmax cross-entropy over ``scale * cos(theta)`` with any :class:`~arcloss.margins.Margin` on the target.
+
+    Args:
+        num_classes: number of classes C (all ranks' classes when sharded).
+        embedding_size: embedding width D.
+        margin_fn: the margin module (the loss owns it: ``loss.margin_fn``).
+        scale: logit scale ``s`` (> 0).
+        sub_centers: K centres per class (``W`` has ``C * K`` columns, class c owning ``c*K .. c*K+K-1``).
+        reduction: ``"mean"`` | ``"sum"`` | ``"none"`` (per-row losses).
+        backend: ``"auto"`` or an engine (``"torch"``, ``"triton"``); ``"auto"`` takes Triton for CUDA tensors.
+        validate: check label range and finite embeddings each call (one device sync, also under
+            ``torch.compile``).
+        rows_per_chunk: rows per fused chunk (default: from a memory budget of max(16 MiB, 0.25 x bytes of W)).
+        weight_init_func: called on ``W`` to initialise it (default ``nn.init.normal_``, as pytorch-metric-learning).
+        sharding: an :class:`arcloss.distributed.Sharding`: ``W`` holds this rank's classes only.
+        device, dtype: of ``W``.
+
+    Attributes:
+        W: ``(embedding_size, num_classes * sub_centers)`` class centres (this rank's columns when sharded).
+    """
 
     W: Tensor
-    sub_centers: int = 1
 
     def __init__(
         self,
         num_classes: int,
         embedding_size: int,
-        scale: float,
+        margin_fn: Margin,
+        scale: float = 64,
         *,
-        reduction: str = "mean",
+        sub_centers: int = 1,
+        reduction: Reduction = "mean",
         backend: str = "auto",
         validate: bool = True,
         rows_per_chunk: int | None = None,
-        weight_init_func: Callable[[Tensor], object] | None = None,
-        device: torch.device | str | None = None,
+        weight_init_func: InitFunc | None = None,
+        sharding: Sharding | None = None,
+        device: Device = None,
         dtype: torch.dtype | None = None,
-        **pml_kwargs,
+        **pml_options: object,
     ) -> None:
         super().__init__()
-        _check_pml_kwargs(pml_kwargs)
+        options = LossOptions(reduction, backend, validate, rows_per_chunk, weight_init_func, sharding, device, dtype)
+        self._build(num_classes, embedding_size, margin_fn, scale, sub_centers, options, pml_options)
+
+    def _build(
+        self,
+        num_classes: int,
+        embedding_size: int,
+        margin_fn: Margin,
+        scale: float,
+        sub_centers: int,
+        options: LossOptions,
+        pml_options: dict[str, object],
+    ) -> None:
+        _check_pml_options(pml_options)
+        if not isinstance(margin_fn, Margin):
+            raise TypeError(f"margin_fn must be an arcloss.margins.Margin, got {type(margin_fn).__name__}")
         self.num_classes = check_size("num_classes", num_classes)
         self.embedding_size = check_size("embedding_size", embedding_size)
+        self.sub_centers = check_size("sub_centers", sub_centers)
+        self.margin_fn = margin_fn
         self.scale = check_scale(scale)
-        self.reduction = check_choice("reduction", reduction, F.REDUCTIONS)
-        self.backend = check_choice("backend", backend, BACKENDS)
-        self.validate = bool(validate)
-        self.rows_per_chunk = rows_per_chunk
-        self.weight_init_func = weight_init_func
-        self.W = nn.Parameter(torch.empty(self.embedding_size, self.num_columns, device=device, dtype=dtype))
+        self.reduction = check_choice("reduction", options.reduction, F.REDUCTIONS)
+        self.backend = check_choice("backend", options.backend, BACKENDS)
+        self.validate = bool(options.validate)
+        self.rows_per_chunk = check_rows_per_chunk(options.rows_per_chunk)
+        self.weight_init_func = options.weight_init_func
+        sharding = options.sharding
+        if sharding is not None and not isinstance(sharding, Sharding):
+            raise TypeError(f"sharding must be an arcloss.distributed.Sharding, got {type(sharding).__name__}")
+        self.sharding = None if sharding is None else sharding.attach(self.num_classes)
+        local_classes = self.num_classes if sharding is None else sharding.local_classes
+        columns = local_classes * self.sub_centers
+        self.W = nn.Parameter(torch.empty(self.embedding_size, columns, device=options.device, dtype=options.dtype))
         self.reset_parameters()
 
-    @property
-    def num_columns(self) -> int:
-        """Columns of ``W``: ``sub_centers`` class centres per class."""
-        return self.num_classes * self.sub_centers
-
-    @property
-    def margin_spec(self) -> AngularMargin:
-        raise NotImplementedError
-
     def reset_parameters(self) -> None:
-        """Re-initialise ``W``: N(0, 1) per entry like pytorch-metric-learning, or ``weight_init_func(W)``."""
+        """Re-initialise ``W``: ``weight_init_func(W)``, else N(0, 1) per entry like pytorch-metric-learning
+        (sharded: drawn per block of classes from the sharding's seed, the same whatever the world size)."""
         with torch.no_grad():
-            if self.weight_init_func is None:
-                nn.init.normal_(self.W)
-            else:
+            if self.weight_init_func is not None:
                 self.weight_init_func(self.W)
+            elif self.sharding is not None:
+                self.sharding.init_weight_(self.W, self.sub_centers)
+            else:
+                nn.init.normal_(self.W)
 
     def forward(self, embeddings: Tensor, labels: Tensor, indices_tuple=None, ref_emb=None, ref_labels=None) -> Tensor:
         """Loss of ``embeddings`` ``(N, embedding_size)`` with ``labels`` ``(N,)`` in ``[0, num_classes)``.
 
         Returns a scalar (``reduction="mean"|"sum"``) or ``(N,)`` (``"none"``). The three trailing
-        arguments exist for pytorch-metric-learning's call signature; passing any of them raises.
+        arguments exist for pytorch-metric-learning's call signature; passing any of them raises. Sharded:
+        every rank passes its own batch and gets the loss of the global batch (``(N_global,)`` for
+        ``"none"``, in rank order).
         """
         for name, value in (("indices_tuple", indices_tuple), ("ref_emb", ref_emb), ("ref_labels", ref_labels)):
             if value is not None:
                 raise ValueError(f"{name} is not supported: angular-margin losses use no miner or reference set")
+        if self.sharding is not None:
+            return self.sharding.loss(self, embeddings, labels)
         return F.margin_loss(
             embeddings,
             self.W,
             labels,
-            self.margin_spec,
+            self.margin_fn,
             self.scale,
             reduction=self.reduction,
             backend=self.backend,
@@ -129,44 +207,49 @@ class _MarginLoss(nn.Module):
         )
 
     def get_logits(self, embeddings: Tensor) -> Tensor:
-        """``scale * cos(theta)`` for every class, ``(N, num_classes)``, without margin (for inference)."""
+        """``scale * cos(theta)`` for every class (a class's best sub-centre), ``(N, classes)``, without margin.
+        Sharded: this rank's classes."""
         if not isinstance(embeddings, Tensor) or embeddings.dim() != 2 or embeddings.shape[1] != self.embedding_size:
             shape = tuple(embeddings.shape) if isinstance(embeddings, Tensor) else type(embeddings).__name__
             raise ValueError(f"embeddings must have shape (N, {self.embedding_size}), got {shape}")
-        return F.cosine_logits(embeddings, self.W, self.scale)
+        logits = F.cosine_logits(embeddings, self.W, self.scale)
+        if self.sub_centers == 1:
+            return logits
+        return logits.view(logits.shape[0], -1, self.sub_centers).amax(dim=2)
 
     def extra_repr(self) -> str:
+        sub = f", sub_centers={self.sub_centers}" if self.sub_centers > 1 else ""
         return (
-            f"num_classes={self.num_classes}, embedding_size={self.embedding_size}, {self._margin_repr()}, "
+            f"num_classes={self.num_classes}, embedding_size={self.embedding_size}{sub}, {self._margin_repr()}, "
             f"scale={self.scale:g}, reduction={self.reduction!r}, backend={self.backend!r}"
         )
 
     def _margin_repr(self) -> str:
-        raise NotImplementedError
+        return f"margin_fn={self.margin_fn!r}"
 
 
-class ArcFaceLoss(_MarginLoss):
+class ArcFaceLoss(MarginLoss):
     """ArcFace (Deng et al., arXiv 1801.07698): softmax over ``s * cos(theta_j)``, target ``s * cos(theta_y + m)``.
+
+    Past ``theta_y > 180° - m`` the target logit is ``s * (cos(theta_y) - m * sin(m))`` (``m`` in radians), as
+    in insightface and pytorch-metric-learning.
 
     Args:
         num_classes: number of classes C.
         embedding_size: embedding width D.
         margin: additive angular margin ``m`` in **degrees** (28.6 ~ 0.5 rad), in ``[0, 180)``.
         scale: logit scale ``s`` (> 0).
-        reduction: ``"mean"`` | ``"sum"`` | ``"none"``.
-        backend: ``"auto"`` | ``"torch"`` | ``"triton"``.
-        validate: check label range and finite embeddings each call (one device sync).
-        rows_per_chunk: rows per fused chunk (default: from a memory budget, see
-            :func:`arcloss.functional.margin_loss`).
-        weight_init_func: called on ``W`` to initialise it (default ``nn.init.normal_``).
         easy_margin: apply the margin only where ``cos(theta_y) > 0`` (off by default, as in the paper).
-        device, dtype: of ``W``.
+        Others: as :class:`MarginLoss`.
 
     Attributes:
         W: ``(embedding_size, num_classes)`` class centres.
         margin: the margin in degrees (may be changed between steps, e.g. by a warm-up schedule);
             ``margin_radians`` in radians.
     """
+
+    margin = MarginAttribute("m2", "Additive angular margin in degrees.", "margin")
+    easy_margin = MarginAttribute("easy_margin", "Margin only where cos(theta_y) > 0.")
 
     def __init__(
         self,
@@ -176,29 +259,36 @@ class ArcFaceLoss(_MarginLoss):
         scale: float = 64,
         *,
         easy_margin: bool = False,
-        **kwargs,
+        reduction: Reduction = "mean",
+        backend: str = "auto",
+        validate: bool = True,
+        rows_per_chunk: int | None = None,
+        weight_init_func: InitFunc | None = None,
+        sharding: Sharding | None = None,
+        device: Device = None,
+        dtype: torch.dtype | None = None,
+        **pml_options: object,
     ) -> None:
-        self.margin = check_angle_degrees("margin", margin)
-        self.easy_margin = bool(easy_margin)
-        super().__init__(num_classes, embedding_size, scale, **kwargs)
+        nn.Module.__init__(self)
+        options = LossOptions(reduction, backend, validate, rows_per_chunk, weight_init_func, sharding, device, dtype)
+        self._build(num_classes, embedding_size, AngularMargin.arcface(margin, easy_margin), scale, 1, options, pml_options)
 
     @property
     def margin_radians(self) -> float:
         return math.radians(self.margin)
 
-    @property
-    def margin_spec(self) -> AngularMargin:
-        return AngularMargin(m2=self.margin_radians, easy_margin=self.easy_margin)
-
     def _margin_repr(self) -> str:
         return f"margin={self.margin:g}deg" + (", easy_margin=True" if self.easy_margin else "")
 
 
-class CosFaceLoss(_MarginLoss):
+class CosFaceLoss(MarginLoss):
     """CosFace (Wang et al., arXiv 1801.09414): target logit ``s * (cos(theta_y) - m)``.
 
     ``margin`` is a cosine margin (dimensionless, >= 0). Other arguments as :class:`ArcFaceLoss`.
     """
+
+    margin = MarginAttribute("m3", "Cosine margin (dimensionless).", "margin")
+    easy_margin = MarginAttribute("easy_margin", "Margin only where cos(theta_y) > 0.")
 
     def __init__(
         self,
@@ -208,21 +298,25 @@ class CosFaceLoss(_MarginLoss):
         scale: float = 64,
         *,
         easy_margin: bool = False,
-        **kwargs,
+        reduction: Reduction = "mean",
+        backend: str = "auto",
+        validate: bool = True,
+        rows_per_chunk: int | None = None,
+        weight_init_func: InitFunc | None = None,
+        sharding: Sharding | None = None,
+        device: Device = None,
+        dtype: torch.dtype | None = None,
+        **pml_options: object,
     ) -> None:
-        self.margin = check_cosine_margin("margin", margin)
-        self.easy_margin = bool(easy_margin)
-        super().__init__(num_classes, embedding_size, scale, **kwargs)
-
-    @property
-    def margin_spec(self) -> AngularMargin:
-        return AngularMargin(m3=self.margin, easy_margin=self.easy_margin)
+        nn.Module.__init__(self)
+        options = LossOptions(reduction, backend, validate, rows_per_chunk, weight_init_func, sharding, device, dtype)
+        self._build(num_classes, embedding_size, AngularMargin.cosface(margin, easy_margin), scale, 1, options, pml_options)
 
     def _margin_repr(self) -> str:
         return f"margin={self.margin:g}" + (", easy_margin=True" if self.easy_margin else "")
 
 
-class CombinedMarginLoss(_MarginLoss):
+class CombinedMarginLoss(MarginLoss):
     """insightface's combined margin: target logit ``s * (cos(m1 * theta_y + m2) - m3)``.
 
     ArcFace is ``(1, m, 0)``, CosFace ``(1, 0, m)``, SphereFace-style ``m1 > 1``.
@@ -235,6 +329,11 @@ class CombinedMarginLoss(_MarginLoss):
         Others as :class:`ArcFaceLoss`.
     """
 
+    m1 = MarginAttribute("m1", "Multiplicative angular margin.")
+    m2 = MarginAttribute("m2", "Additive angular margin in degrees.")
+    m3 = MarginAttribute("m3", "Additive cosine margin.")
+    easy_margin = MarginAttribute("easy_margin", "Margin only where cos(theta_y) > 0.")
+
     def __init__(
         self,
         num_classes: int,
@@ -244,18 +343,19 @@ class CombinedMarginLoss(_MarginLoss):
         m3: float = 0.0,
         scale: float = 64,
         easy_margin: bool = False,
-        **kwargs,
+        *,
+        reduction: Reduction = "mean",
+        backend: str = "auto",
+        validate: bool = True,
+        rows_per_chunk: int | None = None,
+        weight_init_func: InitFunc | None = None,
+        sharding: Sharding | None = None,
+        device: Device = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
-        self.m1 = check_real("m1", m1)
-        self.m2 = check_angle_degrees("m2", m2)
-        self.m3 = check_real("m3", m3)
-        self.easy_margin = bool(easy_margin)
-        self._spec = AngularMargin(self.m1, math.radians(self.m2), self.m3, self.easy_margin)
-        super().__init__(num_classes, embedding_size, scale, **kwargs)
-
-    @property
-    def margin_spec(self) -> AngularMargin:
-        return self._spec
+        nn.Module.__init__(self)
+        options = LossOptions(reduction, backend, validate, rows_per_chunk, weight_init_func, sharding, device, dtype)
+        self._build(num_classes, embedding_size, AngularMargin(m1, m2, m3, easy_margin), scale, 1, options, {})
 
     def _margin_repr(self) -> str:
         return f"m1={self.m1:g}, m2={self.m2:g}deg, m3={self.m3:g}, easy_margin={self.easy_margin}"
@@ -275,15 +375,21 @@ class SubCenterArcFaceLoss(ArcFaceLoss):
         margin: float = 28.6,
         scale: float = 64,
         sub_centers: int = 3,
-        **kwargs,
+        *,
+        easy_margin: bool = False,
+        reduction: Reduction = "mean",
+        backend: str = "auto",
+        validate: bool = True,
+        rows_per_chunk: int | None = None,
+        weight_init_func: InitFunc | None = None,
+        sharding: Sharding | None = None,
+        device: Device = None,
+        dtype: torch.dtype | None = None,
+        **pml_options: object,
     ) -> None:
-        self.sub_centers = check_size("sub_centers", sub_centers)
-        super().__init__(num_classes, embedding_size, margin, scale, **kwargs)
-
-    def get_logits(self, embeddings: Tensor) -> Tensor:
-        """``scale * max_k cos(theta_{c,k})`` for every class, ``(N, num_classes)``, without margin."""
-        logits = super().get_logits(embeddings)
-        return logits.view(-1, self.num_classes, self.sub_centers).amax(dim=2)
+        nn.Module.__init__(self)
+        options = LossOptions(reduction, backend, validate, rows_per_chunk, weight_init_func, sharding, device, dtype)
+        self._build(num_classes, embedding_size, AngularMargin.arcface(margin, easy_margin), scale, sub_centers, options, pml_options)
 
     @torch.no_grad()
     def get_outliers(
@@ -297,17 +403,21 @@ class SubCenterArcFaceLoss(ArcFaceLoss):
         Args:
             embeddings: ``(N, embedding_size)``.
             labels: ``(N,)`` class indices.
-            threshold: angle in degrees.
+            threshold: angle in degrees, in ``[0, 180]`` (180: no outliers).
             return_dominant_centers: also return the ``(embedding_size, num_classes)`` dominant centres
                 (a class absent from the batch gets its first sub-centre).
 
         Returns:
             The outliers' row indices ``(M,)`` in increasing order, and the dominant centres if asked.
         """
-        embeddings, labels = check_inputs(
-            embeddings, labels, self.W, check_values=self.validate, sub_centers=self.sub_centers
-        )
-        threshold = check_angle_degrees("threshold", threshold)
+        if self.sharding is not None:
+            raise ValueError("get_outliers needs every class: call it on to_single_process(loss)")
+        embeddings, labels = check_inputs(embeddings, labels, self.embedding_size, self.W.device)
+        if self.validate:
+            check_values(embeddings, labels, self.num_classes)
+        threshold = check_real("threshold", threshold)
+        if not 0.0 <= threshold <= 180.0:
+            raise ValueError(f"threshold must be in [0, 180] degrees, got {threshold!r}")
         k = self.sub_centers
         centres = self.W.detach().view(self.embedding_size, self.num_classes, k)
         x = torch.nn.functional.normalize(embeddings.to(self.W.dtype), dim=1)

@@ -1,18 +1,34 @@
 """Target-logit margins: the one place where the angular-margin family differs.
 
 Every loss in arcloss is a softmax cross-entropy over ``s * cos(theta_j)`` in which the target class's
-logit is replaced by ``s * phi(cos(theta_y))``. A margin is the function ``phi`` and its derivative
-``dphi/dcos``; the fused pipeline in :mod:`arcloss._fused` needs nothing else.
+logit is replaced by ``s * phi``. A margin is an ``nn.Module`` mapping the target cosines (and, for
+quality-adaptive margins, the feature norms) to ``phi`` and its derivative ``dphi/dcos``:
+
+    phi, dphi_dcos = margin(cos, norm)
+
+- ``cos`` ``(N,)``: the target cosines, detached, in the accumulation dtype (float32, or float64), in [-1, 1].
+- ``norm`` ``(N,)``: the feature norms ``|x_i|`` in the same dtype. It may carry a gradient: a margin that
+  uses it differentiably (MagFace) gets that gradient back into the embeddings through autograd; a margin
+  that must not (AdaFace) detaches it.
+- ``phi`` ``(N,)``: the unscaled target logit; it may depend on ``norm`` through autograd, never on ``cos``
+  through autograd (``cos`` is detached).
+- ``dphi_dcos`` ``(N,)``: the derivative at fixed norm, detached. The engines fold it into the gradient of
+  the target column, so nothing of the size of ``W`` is spent on the margin's gradient.
+
+A margin is a module so that it can keep state (buffers saved in checkpoints, ``train()``/``eval()``) and so
+that a loss owns exactly one: changing an attribute of the margin (a warm-up schedule, a new ``m2``) takes
+effect on the next forward. Angular margins are in **degrees** everywhere in arcloss and converted once,
+here.
 
 ``AngularMargin(m1, m2, m3)`` is insightface's combined margin ``phi = cos(m1 * theta + m2) - m3``:
 
 - ArcFace: ``(1, m, 0)``, CosFace: ``(1, 0, m)``, SphereFace-style: ``m1 > 1``.
-- ``m2`` is in **radians** here; the public modules take angular margins in degrees and convert.
 - Beyond the angle where ``m1 * theta + m2`` reaches pi, ``cos(m1 * theta + m2)`` would start to *increase*
   with theta. There the target logit falls back to a line in ``cos(theta)`` that keeps the loss monotone:
   for ``m1 == 1`` it is insightface's and pytorch-metric-learning's ``cos(theta) - m2 * sin(m2) - m3``
-  (kept exactly, for checkpoint and loss parity); for ``m1 != 1`` it is ``cos(theta)`` shifted to meet the
-  margin curve at the threshold, ``cos(theta) - (1 + cos(theta_t)) - m3`` with ``theta_t = (pi - m2) / m1``.
+  (``m2`` in radians; kept exactly, for checkpoint and loss parity); for ``m1 != 1`` it is ``cos(theta)``
+  shifted to meet the margin curve at the threshold, ``cos(theta) - (1 + cos(theta_t)) - m3`` with
+  ``theta_t = (pi - m2) / m1``.
 - ``easy_margin`` applies the margin only where ``cos(theta) > 0`` (elsewhere ``phi = cos(theta)``).
 
 For ``m1 == 1`` no ``acos`` is evaluated: ``cos(theta + m) = c * cos(m) - sqrt(1 - c^2) * sin(m)``. The
@@ -25,76 +41,135 @@ and is exact wherever ``sin(theta)`` carries any information.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-__all__ = ["AngularMargin"]
+from ._validation import check_angle_degrees, check_cosine_margin, check_real
+
+__all__ = ["AngularMargin", "Margin"]
 
 
-@dataclass(frozen=True)
-class AngularMargin:
-    """The combined angular margin ``phi(theta) = cos(m1 * theta + m2) - m3``.
+class Margin(nn.Module):
+    """Base class of the margins: ``forward(cos, norm) -> (phi, dphi_dcos)``, see the module docstring.
+
+    Subclass it and implement :meth:`forward` to add a margin: every loss, engine and the sharded path use
+    it unchanged (``arcloss.functional.margin_loss(embeddings, W, labels, MyMargin(), scale)``).
+    """
+
+    def forward(self, cos: Tensor, norm: Tensor) -> tuple[Tensor, Tensor]:
+        """Target logit before scaling and its derivative in ``cos``.
+
+        Args:
+            cos: ``(N,)`` target cosines, detached, float32 or float64.
+            norm: ``(N,)`` feature norms in ``cos.dtype``; may require grad.
+
+        Returns:
+            ``(phi, dphi_dcos)``, each ``(N,)`` in ``cos.dtype``; ``dphi_dcos`` detached.
+        """
+        raise NotImplementedError
+
+    def set(self, name: str, value: object, *, label: str | None = None) -> None:
+        """Set attribute ``name``; a margin that checks its values names ``label`` (the caller's name for
+        it, e.g. a loss's ``margin``) in its errors."""
+        setattr(self, name, value)
+
+
+def _check_m1(name: str, value: object) -> float:
+    m1 = check_real(name, value)
+    if m1 <= 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+    return m1
+
+
+def _check_bool(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+    return value
+
+
+_CHECKS = {"m1": _check_m1, "m2": check_angle_degrees, "m3": check_cosine_margin, "easy_margin": _check_bool}
+
+
+class AngularMargin(Margin):
+    """The combined angular margin ``phi(theta) = cos(m1 * theta + m2) - m3``, independent of the norm.
 
     Args:
         m1: multiplicative angular margin (dimensionless, > 0). 1 for ArcFace and CosFace.
-        m2: additive angular margin in radians, in ``[0, pi)``.
+        m2: additive angular margin in **degrees**, in ``[0, 180)``.
         m3: additive cosine margin (dimensionless, >= 0).
         easy_margin: apply the margin only where ``cos(theta) > 0``.
+
+    Each attribute is checked whenever it is set, so a schedule that changes ``m2`` between steps cannot
+    put the margin in an invalid state.
     """
 
-    m1: float = 1.0
-    m2: float = 0.0
-    m3: float = 0.0
-    easy_margin: bool = False
+    _m1: float
+    _m2: float
+    _m3: float
+    _easy_margin: bool
 
-    def __post_init__(self) -> None:
-        for name in ("m1", "m2", "m3"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise TypeError(f"{name} must be a real number, got {value!r}")
-            if not math.isfinite(value):
-                raise ValueError(f"{name} must be finite, got {value!r}")
-        if self.m1 <= 0:
-            raise ValueError(f"m1 must be > 0, got {self.m1!r}")
-        if not 0 <= self.m2 < math.pi:
-            raise ValueError(f"m2 must be in [0, pi) radians, got {self.m2!r}")
-        if self.m3 < 0:
-            raise ValueError(f"m3 must be >= 0, got {self.m3!r}")
+    def __init__(self, m1: float = 1.0, m2: float = 0.0, m3: float = 0.0, easy_margin: bool = False) -> None:
+        super().__init__()
+        self.m1, self.m2, self.m3, self.easy_margin = m1, m2, m3, easy_margin
+
+    @classmethod
+    def arcface(cls, margin: float = 28.6, easy_margin: bool = False) -> AngularMargin:
+        """ArcFace's ``(1, margin, 0)``; errors name ``margin``."""
+        spec = cls()
+        spec.set("m2", margin, label="margin")
+        spec.easy_margin = easy_margin
+        return spec
+
+    @classmethod
+    def cosface(cls, margin: float = 0.35, easy_margin: bool = False) -> AngularMargin:
+        """CosFace's ``(1, 0, margin)``; errors name ``margin``."""
+        spec = cls()
+        spec.set("m3", margin, label="margin")
+        spec.easy_margin = easy_margin
+        return spec
+
+    def set(self, name: str, value: object, *, label: str | None = None) -> None:
+        if name not in _CHECKS:
+            raise AttributeError(f"AngularMargin has no attribute {name!r}")
+        object.__setattr__(self, "_" + name, _CHECKS[name](label or name, value))
+
+    m1 = property(lambda self: self._m1, lambda self, v: self.set("m1", v), doc="Multiplicative angular margin.")
+    m2 = property(lambda self: self._m2, lambda self, v: self.set("m2", v), doc="Additive angular margin, degrees.")
+    m3 = property(lambda self: self._m3, lambda self, v: self.set("m3", v), doc="Additive cosine margin.")
+    easy_margin = property(
+        lambda self: self._easy_margin, lambda self, v: self.set("easy_margin", v), doc="Margin only where cos > 0."
+    )
+
+    @property
+    def m2_radians(self) -> float:
+        return math.radians(self._m2)
 
     @property
     def threshold_angle(self) -> float:
         """Angle (radians) past which the fallback applies: where ``m1 * theta + m2`` reaches pi."""
-        return (math.pi - self.m2) / self.m1
+        return (math.pi - self.m2_radians) / self.m1
 
     @property
     def fallback_shift(self) -> float:
         """The constant ``delta`` of the fallback ``phi = cos(theta) - delta - m3``."""
         if self.m1 == 1.0:
-            return self.m2 * math.sin(self.m2)
+            return self.m2_radians * math.sin(self.m2_radians)
         return 1.0 + math.cos(min(self.threshold_angle, math.pi))
 
-    def __call__(self, cos: Tensor) -> tuple[Tensor, Tensor]:
-        """Target logit (unscaled) and its derivative.
-
-        Args:
-            cos: ``(K,)`` cosines of the target classes, any float dtype (computed in that dtype).
-
-        Returns:
-            ``(phi, dphi_dcos)``, each ``(K,)`` in ``cos.dtype``.
-        """
-        c = cos.clamp(-1.0, 1.0)
+    def forward(self, cos: Tensor, norm: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Target logit (unscaled) and its derivative; ``norm`` is not used."""
+        c = cos.detach().clamp(-1.0, 1.0)
         sin_floor = math.sqrt(torch.finfo(c.dtype).eps)
         sin_theta = torch.sqrt((1.0 - c * c).clamp_min(0.0))
         sin_safe = sin_theta.clamp_min(sin_floor)
+        m2 = self.m2_radians
         if self.m1 == 1.0:
-            cos_m, sin_m = math.cos(self.m2), math.sin(self.m2)
+            cos_m, sin_m = math.cos(m2), math.sin(m2)
             phi = c * cos_m - sin_theta * sin_m
-            dphi = cos_m + c * (sin_m / sin_safe) if self.m2 else torch.ones_like(c)
+            dphi = cos_m + c * (sin_m / sin_safe) if m2 else torch.ones_like(c)
         else:
-            theta = torch.acos(c)
-            angle = self.m1 * theta + self.m2
+            angle = self.m1 * torch.acos(c) + m2
             phi = torch.cos(angle)
             dphi = self.m1 * torch.sin(angle) / sin_safe
         phi = phi - self.m3
@@ -108,3 +183,6 @@ class AngularMargin:
             phi = torch.where(easy, c, phi)
             dphi = torch.where(easy, torch.ones_like(dphi), dphi)
         return phi, dphi
+
+    def extra_repr(self) -> str:
+        return f"m1={self.m1:g}, m2={self.m2:g}deg, m3={self.m3:g}, easy_margin={self.easy_margin}"

@@ -1,7 +1,7 @@
 """Softmax and logit gradient of one row chunk, in place, as Triton kernels (CUDA, or CPU via the interpreter).
 
-Same two-call contract as :mod:`arcloss._softmax_torch` (the specification): the chunk driver
-(:mod:`arcloss._fused`) fills ``buf`` ``(K, C)`` float32/64 with ``dots[i, j] = xhat_i . W_j``; the logits are
+The :class:`~arcloss.ops.chunked.ChunkSoftmax` contract of :mod:`arcloss.ops.softmax_torch` (the
+specification): the chunked engine (:mod:`arcloss.ops.chunked`) fills ``buf`` ``(K, C)`` float32/64 with ``dots[i, j] = xhat_i . W_j``; the logits are
 ``z[i, j] = dots[i, j] * col_scale[j]`` except the target column ``labels[i] >= 0``, whose logit is
 ``target_logit[i]``; ``labels[i] == -1`` means "target not in this block of classes".
 
@@ -16,9 +16,9 @@ the accumulation dtype (float32, or float64 for a float64 ``buf``).
    ``d`` by ``exp(m_old - m_new)`` when the max grows). ``buf`` is left untouched.
 2. :func:`logit_grad_` (read and write of ``buf``, in place): per tile, recompute the logits from the dots,
    ``p = exp(z - global_max) / global_sum``, and store ``d loss_i / d dots_ij``: ``p_ij * col_scale_j`` off
-   target, ``(p_iy - 1) * target_slope_i * col_scale_y`` at the target. The per-row factor is folded in, so
-   it returns ``None``. ``local_max`` is not needed (the logits are recomputed rather than read back as
-   ``exp(z - local_max)``); it is accepted to keep the contract.
+   target, ``(p_iy - 1) * target_slope_i`` at the target. The per-row factor is folded in, so it returns
+   ``None``. The local statistics are not needed (the logits are recomputed rather than read back as
+   ``exp(z - local_max)``).
 
 Expected memory traffic per chunk (design, not measured): the ``K x C`` buffer is read twice and written once
 (``row_stats`` 1 read, ``logit_grad_`` 1 read + 1 write), plus ``O(K + C)`` for the vectors. The PyTorch path
@@ -47,6 +47,8 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor
+
+from .chunk_softmax import RowStats
 
 try:
     import triton
@@ -142,7 +144,7 @@ def _logit_grad_kernel(
         is_target = cols == label
         z = tl.where(is_target, t_logit, x * scale)
         p = tl.exp(z - g_max) * inv_sum
-        grad = tl.where(is_target, (p - 1.0) * t_slope, p) * scale
+        grad = tl.where(is_target, (p - 1.0) * t_slope, p * scale)
         tl.store(ptrs, grad.to(buf_ptr.dtype.element_ty), mask=mask)
 
 
@@ -243,7 +245,7 @@ def row_stats(
     *,
     block_size: int | None = None,
     col_splits: int | None = None,
-) -> tuple[Tensor, Tensor]:
+) -> RowStats:
     """Row max and sum of exponentials of the chunk's logits (one read of ``buf``, left untouched).
 
     Args:
@@ -279,11 +281,11 @@ def row_stats(
                 num_warps=cfg.num_warps,
             )
     if cfg.splits == 1:
-        return part_max[:, 0], part_sum[:, 0]
+        return RowStats(part_max[:, 0], part_sum[:, 0])
     row_max = part_max.amax(dim=1)
     # Every split owns at least one column, so every m_s is finite (for finite inputs) and exp(m_s - M) <= 1.
     row_sum = (part_sum * torch.exp(part_max - row_max[:, None])).sum(dim=1)
-    return row_max, row_sum
+    return RowStats(row_max, row_sum)
 
 
 def logit_grad_(
@@ -292,9 +294,8 @@ def logit_grad_(
     col_scale: Tensor,
     target_logit: Tensor,
     target_slope: Tensor,
-    local_max: Tensor,
-    global_max: Tensor,
-    global_sum: Tensor,
+    local: RowStats,
+    total: RowStats | None,
     *,
     block_size: int | None = None,
     col_splits: int | None = None,
@@ -302,21 +303,22 @@ def logit_grad_(
     """Overwrite ``buf`` (dots, as :func:`row_stats` left it) with ``d loss_i / d dots_ij`` (one read, one write).
 
     ``loss_i = log(sum_j exp(z_ij)) - target_logit_i`` with the sum over all classes (all shards), so with
-    ``p_ij = exp(z_ij - global_max_i) / global_sum_i``: ``d loss_i / d dots_ij = p_ij * col_scale_j`` for
-    ``j != y_i`` and ``(p_iy - 1) * target_slope_i * col_scale_y`` at the target.
+    ``p_ij = exp(z_ij - M_i) / S_i`` (``(M, S)`` the total statistics): ``d loss_i / d dots_ij =
+    p_ij * col_scale_j`` for ``j != y_i`` and ``(p_iy - 1) * target_slope_i`` at the target.
 
     Args:
         buf: ``(K, C)`` float32/64 dot products, overwritten in place.
         labels, col_scale, target_logit: as for :func:`row_stats`.
-        target_slope: ``(K,)`` ``dphi/dcos`` at the target (unscaled).
-        local_max: ``(K,)`` the row max :func:`row_stats` returned; unused (logits are recomputed from dots).
-        global_max, global_sum: ``(K,)`` row max and sum of exponentials over *all* classes.
+        target_slope: ``(K,)`` derivative of the target logit in the target entry of ``buf``.
+        local: what :func:`row_stats` returned; unused (the logits are recomputed from the dots).
+        total: row max and sum of exponentials over *all* classes, or ``None`` when ``local`` is.
         block_size, col_splits: launch overrides, see :func:`launch_config`.
 
     Returns:
         ``None``: the row factor is folded into ``buf``.
     """
-    del local_max
+    stats = local if total is None else total
+    global_max, global_sum = stats.max, stats.sum
     vectors = {
         "col_scale": col_scale,
         "target_logit": target_logit,
