@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import functools
 import itertools
 import math
 import os
@@ -22,20 +23,42 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from arcloss import ArcFaceLoss, CombinedMarginLoss, CosFaceLoss
-from arcloss._partial_fc import columns_of_labels, num_sampled_columns, sample_columns
+from arcloss import ArcFaceLoss, CombinedMarginLoss, CosFaceLoss, MarginLoss, SubCenterArcFaceLoss
 from arcloss.distributed import (
-    ShardedArcFaceLoss,
-    ShardedCombinedMarginLoss,
-    ShardedCosFaceLoss,
+    Sharding,
     class_range,
     gather_full_weight,
     load_full_weight_,
     shard_full_weight,
     to_single_process,
 )
+from arcloss.distributed.partial_fc import columns_of_labels, num_sampled_columns, sample_columns
+from arcloss.recipes import MarginWarmup
+
+from .toy_margin import NormShiftMargin, norm_shift_loss
 
 D = 8
+_SHARDING_OPTIONS = ("process_group", "sample_rate", "seed", "grad_reduction")
+
+
+def sharded_loss(cls, *args, **kwargs):
+    """``cls(*args, sharding=Sharding(...), **kwargs)`` with the sharding options taken from ``kwargs``."""
+    options = {name: kwargs.pop(name) for name in _SHARDING_OPTIONS if name in kwargs}
+    return cls(*args, sharding=Sharding(**options), **kwargs)
+
+
+def ShardedArcFaceLoss(*args, **kwargs):
+    return sharded_loss(ArcFaceLoss, *args, **kwargs)
+
+
+def ShardedCosFaceLoss(*args, **kwargs):
+    return sharded_loss(CosFaceLoss, *args, **kwargs)
+
+
+def ShardedCombinedMarginLoss(*args, **kwargs):
+    return sharded_loss(CombinedMarginLoss, *args, **kwargs)
+
+
 F32 = {"rtol": 2e-5, "atol": 2e-6}
 F64 = {"rtol": 1e-12, "atol": 1e-13}
 
@@ -56,14 +79,20 @@ def _local(t: torch.Tensor, sizes: list[int], rank: int) -> torch.Tensor:
     return t[start : start + sizes[rank]]
 
 
+def _upstream(loss: torch.Tensor) -> torch.Tensor:
+    """A non-uniform upstream gradient for per-row losses (the same on every rank), 1 for a scalar."""
+    return torch.linspace(0.5, 1.5, loss.numel(), dtype=loss.dtype).reshape(loss.shape)
+
+
 def _reference(sharded, single_cls, x, y, **kwargs):
     """Single-process loss and gradients with the full W gathered from the shards."""
-    ref = single_cls(sharded.num_classes, D, sharded.margin, sharded.scale, **kwargs).to(x.dtype)
+    kwargs.setdefault("margin", sharded.margin)
+    ref = single_cls(sharded.num_classes, D, scale=sharded.scale, **kwargs).to(x.dtype)
     with torch.no_grad():
         ref.W.copy_(gather_full_weight(sharded, dst=None))
     x = x.clone().requires_grad_()
     loss = ref(x, y)
-    loss.backward()
+    loss.backward(_upstream(loss))
     return loss.detach(), x.grad, ref.W.grad
 
 
@@ -73,13 +102,66 @@ def _check_exact(
     """Loss, embedding gradients (grad_reduction='sum': exactly single-process) and this rank's W gradient."""
     x, y = _global_batch(sizes, num_classes, world, dtype)
     sharded = sharded_cls(num_classes, D, grad_reduction="sum", dtype=dtype, **kwargs)
-    ref_loss, ref_gx, ref_gw = _reference(sharded, single, x, y)
+    single_kwargs = {key: value for key, value in kwargs.items() if key in ("margin", "easy_margin", "reduction")}
+    ref_loss, ref_gx, ref_gw = _reference(sharded, single, x, y, **single_kwargs)
+    xl = _local(x, sizes, rank).clone().requires_grad_()
+    loss = sharded(xl, _local(y, sizes, rank))
+    loss.backward(_upstream(loss))
+    torch.testing.assert_close(loss.detach(), ref_loss, **tol)
+    torch.testing.assert_close(xl.grad, _local(ref_gx, sizes, rank), **tol)
+    k = sharded.sub_centers
+    columns = slice(sharded.sharding.start * k, sharded.sharding.stop * k)
+    torch.testing.assert_close(sharded.W.grad, ref_gw[:, columns], **tol)
+
+
+def _subcentre(*args, **kwargs):
+    return SubCenterArcFaceLoss(*args, sub_centers=3, **kwargs)
+
+
+def _check_family(rank, world, sizes, num_classes):
+    """reduction='none', easy margin and sub-centres equal the single-process losses."""
+    _check_exact(rank, world, sizes, num_classes, torch.float64, F64, reduction="none")
+    _check_exact(rank, world, sizes, num_classes, torch.float64, F64, easy_margin=True, margin=40.0)
+    sharded_sub = functools.partial(sharded_loss, SubCenterArcFaceLoss, sub_centers=3)
+    _check_exact(rank, world, sizes, num_classes, torch.float64, F64, sharded_cls=sharded_sub, single=_subcentre)
+
+
+def _check_warmup(rank, world, sizes, num_classes):
+    """MarginWarmup changes the sharded loss as it changes the single-process one, step by step."""
+    x, y = _global_batch(sizes, num_classes, world, torch.float64)
+    sharded = ShardedArcFaceLoss(num_classes, D, dtype=torch.float64)
+    single = ArcFaceLoss(num_classes, D, dtype=torch.float64)
+    with torch.no_grad():
+        single.W.copy_(gather_full_weight(sharded, dst=None))
+    schedules = [MarginWarmup(sharded, warmup_steps=4), MarginWarmup(single, warmup_steps=4)]
+    seen = []
+    for _ in range(3):
+        loss = sharded(_local(x, sizes, rank), _local(y, sizes, rank))
+        torch.testing.assert_close(loss, single(x, y), **F64)
+        seen.append(loss.item())
+        for schedule in schedules:
+            schedule.step()
+    assert seen[0] < seen[1] < seen[2], "the margin must grow the loss"
+    exported = to_single_process(sharded, dst=None)
+    assert exported is not None and exported.margin == single.margin == 28.6 * 3 / 4
+
+
+def _check_norm_margin(rank, world, sizes, num_classes):
+    """A margin reading the feature norm (one class, nothing else changed) is exact when sharded."""
+    x, y = _global_batch(sizes, num_classes, world, torch.float64)
+    sharded = sharded_loss(MarginLoss, num_classes, D, NormShiftMargin(0.3, 2.0), 8.0, dtype=torch.float64)
+    sharded.sharding.grad_reduction = "sum"
     xl = _local(x, sizes, rank).clone().requires_grad_()
     loss = sharded(xl, _local(y, sizes, rank))
     loss.backward()
-    torch.testing.assert_close(loss.detach(), ref_loss, **tol)
-    torch.testing.assert_close(xl.grad, _local(ref_gx, sizes, rank), **tol)
-    torch.testing.assert_close(sharded.W.grad, ref_gw[:, sharded.start : sharded.stop], **tol)
+    w = gather_full_weight(sharded, dst=None).requires_grad_()
+    xr = x.clone().requires_grad_()
+    truth = norm_shift_loss(xr, w, y, 0.3, 2.0, 8.0, "mean")
+    truth.backward()
+    torch.testing.assert_close(loss.detach(), truth.detach(), **F64)
+    torch.testing.assert_close(xl.grad, _local(xr.grad, sizes, rank), **F64)
+    start, stop = sharded.sharding.start, sharded.sharding.stop
+    torch.testing.assert_close(sharded.W.grad, w.grad[:, start:stop], **F64)
 
 
 def _check_ddp(rank, world, sizes, num_classes):
@@ -106,7 +188,7 @@ def _check_ddp(rank, world, sizes, num_classes):
     torch.testing.assert_close(emb.grad, world * _local(emb_ref.grad, sizes, rank), **F32)
     torch.testing.assert_close(model.module.weight.grad, backbone.weight.grad, **F32)
     torch.testing.assert_close(model.module.bias.grad, backbone.bias.grad, **F32)
-    torch.testing.assert_close(sharded.W.grad, ref.W.grad[:, sharded.start : sharded.stop], **F32)
+    torch.testing.assert_close(sharded.W.grad, ref.W.grad[:, sharded.sharding.start : sharded.sharding.stop], **F32)
 
 
 def _check_partial_fc(rank, world, sizes, num_classes):
@@ -117,14 +199,14 @@ def _check_partial_fc(rank, world, sizes, num_classes):
     xl = _local(x, sizes, rank).clone().requires_grad_()
     loss = sharded(xl, _local(y, sizes, rank))
     loss.backward()
-    mine = sharded.last_sampled_classes
+    mine = sharded.sharding.last_sampled_classes
     parts: list = [None] * world
     dist.all_gather_object(parts, mine)
     cols = torch.cat(parts)
     assert torch.isin(y, cols).all(), "every positive class must be sampled"
     assert mine.numel() == max(
-        num_sampled_columns(sharded.local_classes, 0.25),
-        int(((y >= sharded.start) & (y < sharded.stop)).unique().numel()),
+        num_sampled_columns(sharded.sharding.local_classes, 0.25),
+        int(((y >= sharded.sharding.start) & (y < sharded.sharding.stop)).unique().numel()),
     )
 
     ref = ArcFaceLoss(cols.numel(), D, dtype=torch.float64)
@@ -136,18 +218,18 @@ def _check_partial_fc(rank, world, sizes, num_classes):
     torch.testing.assert_close(loss.detach(), ref_loss.detach(), **F64)
     torch.testing.assert_close(xl.grad, _local(xr.grad, sizes, rank), **F64)
     offset = sum(p.numel() for p in parts[:rank])
-    local_cols = mine - sharded.start
+    local_cols = mine - sharded.sharding.start
     torch.testing.assert_close(sharded.W.grad[:, local_cols], ref.W.grad[:, offset : offset + mine.numel()], **F64)
-    unsampled = torch.ones(sharded.local_classes, dtype=torch.bool)
+    unsampled = torch.ones(sharded.sharding.local_classes, dtype=torch.bool)
     unsampled[local_cols] = False
     assert bool((sharded.W.grad[:, unsampled] == 0).all())
 
     # A fresh module with the same seed samples the same classes; the next step samples others.
     again = ShardedArcFaceLoss(num_classes, D, sample_rate=0.25, seed=5)
     again(xl.detach().float(), _local(y, sizes, rank))
-    assert torch.equal(again.last_sampled_classes, mine)
+    assert torch.equal(again.sharding.last_sampled_classes, mine)
     again(xl.detach().float(), _local(y, sizes, rank))
-    assert not torch.equal(again.last_sampled_classes, mine)
+    assert not torch.equal(again.sharding.last_sampled_classes, mine)
     # Evaluation uses every class.
     again.eval()
     eval_loss = again(xl.detach().float(), _local(y, sizes, rank))
@@ -174,12 +256,26 @@ def _check_invalid_on_one_rank(rank, world):
     """A bad label on the last rank raises on every rank (no rank is left waiting in a collective)."""
     sharded = ShardedArcFaceLoss(2 * world, D)
     labels = torch.tensor([2 * world if rank == world - 1 else 0])
-    with pytest.raises(ValueError, match=f"rank {world - 1}'s batch"):
+    with pytest.raises(ValueError, match=rf"labels must be in \[0, num_classes={2 * world}\), got label {2 * world}"):
         sharded(torch.randn(1, D), labels)
     x = torch.randn(2, D)
     x[1, 0] = float("nan") if rank == 0 else 0.0
-    with pytest.raises(ValueError, match="rank 0's batch"):
+    with pytest.raises(ValueError, match="embeddings contain NaN or Inf"):
         sharded(x, torch.tensor([0, 1]))
+    # Without validation a label no shard owns still raises on every rank (not a silent zero row loss).
+    unchecked = ShardedArcFaceLoss(2 * world, D, validate=False)
+    with pytest.raises(RuntimeError, match="labels must be in"):
+        unchecked(torch.randn(1, D), labels)
+    # Shape and type errors on one rank, which no collective could carry, raise on every rank.
+    width = D + 1 if rank == world - 1 else D
+    with pytest.raises(ValueError, match=f"rank {world - 1}'s input: embeddings have width {D + 1}"):
+        sharded(torch.randn(2, width), torch.tensor([0, 1]))
+    bad_labels = torch.tensor([True, False]) if rank == 0 else torch.tensor([0, 1])
+    with pytest.raises(TypeError, match="rank 0's input: labels must be an integer tensor"):
+        sharded(torch.randn(2, D), bad_labels)
+    dtype = torch.float64 if rank == 0 else torch.float32
+    with pytest.raises(TypeError, match="embeddings must have the same dtype on every rank"):
+        ShardedArcFaceLoss(2 * world, D, dtype=dtype)(torch.randn(2, D, dtype=dtype), torch.tensor([0, 1]))
 
 
 def _check_checkpoint(rank, world, num_classes, expected_full: torch.Tensor, tmp: pathlib.Path):
@@ -189,6 +285,8 @@ def _check_checkpoint(rank, world, num_classes, expected_full: torch.Tensor, tmp
     assert torch.equal(everywhere, expected_full), "the default init must not depend on the world size"
     assert (full is None) == (rank != 0)
     assert torch.equal(shard_full_weight(everywhere, world, rank), sharded.W.detach())
+    subcentre = sharded_loss(SubCenterArcFaceLoss, num_classes, D, sub_centers=3, seed=3)
+    assert torch.equal(shard_full_weight(gather_full_weight(subcentre, dst=None), world, rank, 3), subcentre.W.detach())
 
     x, y = _global_batch([3] * world, num_classes, world, torch.float32)
     sharded(_local(x, [3] * world, rank), _local(y, [3] * world, rank))  # advance the sampling step
@@ -196,9 +294,12 @@ def _check_checkpoint(rank, world, num_classes, expected_full: torch.Tensor, tmp
     dist.barrier()
     restored = ShardedArcFaceLoss(num_classes, D, seed=11, sample_rate=0.5)
     restored.load_state_dict(torch.load(tmp / f"shard{rank}.pt"))
-    assert torch.equal(restored.W, sharded.W) and restored.sampling_step == sharded.sampling_step == 1
+    assert torch.equal(restored.W, sharded.W) and restored.sharding.sampling_step == sharded.sharding.sampling_step == 1
     other = (rank + 1) % world
-    if class_range(num_classes, world, other)[1] - class_range(num_classes, world, other)[0] == sharded.local_classes:
+    if (
+        class_range(num_classes, world, other)[1] - class_range(num_classes, world, other)[0]
+        == sharded.sharding.local_classes
+    ):
         with pytest.raises(ValueError, match="reshard"):
             ShardedArcFaceLoss(num_classes, D).load_state_dict(torch.load(tmp / f"shard{other}.pt"))
 
@@ -212,7 +313,7 @@ def _check_checkpoint(rank, world, num_classes, expected_full: torch.Tensor, tmp
         plain = ArcFaceLoss(num_classes, D)
         plain.load_state_dict({"W": full})
         torch.testing.assert_close(plain(x, y), loss.detach(), **F32)
-        assert isinstance(single, ArcFaceLoss) and torch.equal(single.W, full)
+        assert type(single) is ArcFaceLoss and single.sharding is None and torch.equal(single.W, full)
     else:
         assert single is None
 
@@ -245,6 +346,9 @@ def _worker(rank: int, world: int, tmp: str) -> None:
             sharded_cls=ShardedCosFaceLoss,
             single=CosFaceLoss,
         )
+        _check_family(rank, world, sizes, uneven)
+        _check_warmup(rank, world, with_empty, uneven)
+        _check_norm_margin(rank, world, with_empty, uneven)
         _check_ddp(rank, world, with_empty, uneven)
         _check_partial_fc(rank, world, with_empty, 40 * world + 3)
         _check_empty_global(world)
@@ -344,7 +448,7 @@ def test_partial_fc_optimizer_state_is_per_column_history() -> None:
             before.append(sharded.W.detach().clone())
             sharded(torch.randn(4, D), y).backward()
             grads.append(sharded.W.grad.clone())
-            samples.append(sharded.last_sampled_classes)
+            samples.append(sharded.sharding.last_sampled_classes)
             opt.step()
             opt.zero_grad(set_to_none=True)
         out = torch.ones(400, dtype=torch.bool)

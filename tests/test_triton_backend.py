@@ -28,10 +28,10 @@ from hypothesis import strategies as st
 pytest.importorskip("triton")
 
 import arcloss
+from arcloss.functional import arcface_loss
 from arcloss.ops import softmax_torch as _softmax_torch
 from arcloss.ops import softmax_triton as tri
 from arcloss.ops.chunk_softmax import RowStats
-from arcloss.functional import arcface_loss
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 SCALE = 64.0

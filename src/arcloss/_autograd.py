@@ -47,7 +47,8 @@ def target_cosines_op(
         check_values(x, labels, num_classes)
     cos, owners = target_cosines(x, weight, local_labels, sub_centers, ShardSpec(shard) if shard else None)
     if not validate:
-        torch._assert_async((owners == 1).all(), f"labels must be in [0, num_classes={num_classes})")
+        message = f"labels must be in [0, num_classes={num_classes})"
+        torch.ops.aten._assert_async.msg((owners == 1).all(), message)  # a device-side assert on CUDA
     return cos
 
 
@@ -76,9 +77,7 @@ def margin_ce_op(
     """Per-row losses ``(N,)``, the gradients of ``sum_i row_weight_i * loss_i`` for ``x`` and ``weight``
     (empty if not wanted) and for the target logits; see :class:`arcloss.ops.EngineOutputs`."""
     plan = Plan.from_op_args(engine, matmul_dtype, rows_per_chunk, sub_centers, shard)
-    inputs = EngineInputs(
-        x, weight, labels, target_logit, target_slope, row_weight, scale, want_grad_x, want_grad_w
-    )
+    inputs = EngineInputs(x, weight, labels, target_logit, target_slope, row_weight, scale, want_grad_x, want_grad_w)
     out = get_engine(plan.engine).run(inputs, plan)
     return (
         out.loss,

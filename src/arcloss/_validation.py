@@ -74,7 +74,9 @@ def check_weight(weight: object, sub_centers: int) -> Tensor:
     return weight
 
 
-def check_inputs(embeddings: object, labels: object, embedding_size: int, device: torch.device) -> tuple[Tensor, Tensor]:
+def check_inputs(
+    embeddings: object, labels: object, embedding_size: int, device: torch.device
+) -> tuple[Tensor, Tensor]:
     """Types and shapes of ``embeddings`` ``(N, embedding_size)`` and ``labels`` ``(N,)`` on ``device``.
 
     Returns the embeddings unchanged and the labels as int64 on the embeddings' device.

@@ -135,9 +135,10 @@ def fused_margin_loss(
         return zero if reduction == "none" else zero.sum()
     with torch.autocast(embeddings.device.type, enabled=False):
         shard_name = "" if shard is None else shard.group_name
-        cos = target_cosines_op(
-            embeddings, weight, labels, local_labels, num_classes, sub_centers, bool(validate), shard_name
-        )
+        with torch.no_grad():  # the engines carry the gradient through the cosine (by the slope)
+            cos = target_cosines_op(
+                embeddings, weight, labels, local_labels, num_classes, sub_centers, bool(validate), shard_name
+            )
         source = embeddings if norm_source is None else norm_source
         norm = torch.linalg.vector_norm(source.to(acc), dim=1)
         phi, dphi = margin(cos, norm)

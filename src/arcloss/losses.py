@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -84,7 +85,7 @@ class MarginAttribute:
         self.name, self.label = name, label or name
         self.__doc__ = doc
 
-    def __get__(self, loss: MarginLoss | None, owner: type | None = None):
+    def __get__(self, loss: MarginLoss | None, owner: type | None = None) -> Any:
         return self if loss is None else getattr(loss.margin_fn, self.name)
 
     def __set__(self, loss: MarginLoss, value: object) -> None:
@@ -114,6 +115,9 @@ class MarginLoss(nn.Module):
     """
 
     W: Tensor
+    margin_fn: Margin
+    reduction: Reduction
+    sharding: Sharding | None
 
     def __init__(
         self,
@@ -155,7 +159,7 @@ class MarginLoss(nn.Module):
         self.sub_centers = check_size("sub_centers", sub_centers)
         self.margin_fn = margin_fn
         self.scale = check_scale(scale)
-        self.reduction = check_choice("reduction", options.reduction, F.REDUCTIONS)
+        self.reduction = cast(Reduction, check_choice("reduction", options.reduction, F.REDUCTIONS))
         self.backend = check_choice("backend", options.backend, BACKENDS)
         self.validate = bool(options.validate)
         self.rows_per_chunk = check_rows_per_chunk(options.rows_per_chunk)
@@ -271,7 +275,9 @@ class ArcFaceLoss(MarginLoss):
     ) -> None:
         nn.Module.__init__(self)
         options = LossOptions(reduction, backend, validate, rows_per_chunk, weight_init_func, sharding, device, dtype)
-        self._build(num_classes, embedding_size, AngularMargin.arcface(margin, easy_margin), scale, 1, options, pml_options)
+        self._build(
+            num_classes, embedding_size, AngularMargin.arcface(margin, easy_margin), scale, 1, options, pml_options
+        )
 
     @property
     def margin_radians(self) -> float:
@@ -310,7 +316,9 @@ class CosFaceLoss(MarginLoss):
     ) -> None:
         nn.Module.__init__(self)
         options = LossOptions(reduction, backend, validate, rows_per_chunk, weight_init_func, sharding, device, dtype)
-        self._build(num_classes, embedding_size, AngularMargin.cosface(margin, easy_margin), scale, 1, options, pml_options)
+        self._build(
+            num_classes, embedding_size, AngularMargin.cosface(margin, easy_margin), scale, 1, options, pml_options
+        )
 
     def _margin_repr(self) -> str:
         return f"margin={self.margin:g}" + (", easy_margin=True" if self.easy_margin else "")
@@ -389,7 +397,15 @@ class SubCenterArcFaceLoss(ArcFaceLoss):
     ) -> None:
         nn.Module.__init__(self)
         options = LossOptions(reduction, backend, validate, rows_per_chunk, weight_init_func, sharding, device, dtype)
-        self._build(num_classes, embedding_size, AngularMargin.arcface(margin, easy_margin), scale, sub_centers, options, pml_options)
+        self._build(
+            num_classes,
+            embedding_size,
+            AngularMargin.arcface(margin, easy_margin),
+            scale,
+            sub_centers,
+            options,
+            pml_options,
+        )
 
     @torch.no_grad()
     def get_outliers(

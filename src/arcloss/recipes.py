@@ -23,6 +23,7 @@ loss modules' defaults: pass them explicitly, e.g.
 from __future__ import annotations
 
 import math
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
@@ -59,11 +60,18 @@ def unit_norm_init_(weight: Tensor) -> Tensor:
         return nn.init.normal_(weight, mean=0.0, std=1.0 / math.sqrt(weight.shape[0]))
 
 
+class HasMargin(Protocol):
+    """A loss with a settable ``margin`` attribute."""
+
+    margin: float
+
+
 class MarginWarmup:
     """Linear margin warm-up: ``loss.margin = target · min(1, t / warmup_steps)`` at step ``t``.
 
     Works with any loss whose ``margin`` attribute is read at every forward (:class:`arcloss.ArcFaceLoss`,
-    :class:`arcloss.CosFaceLoss`). Call :meth:`step` once per optimiser step, after it; the margin starts at 0.
+    :class:`arcloss.CosFaceLoss`, sharded or not: the attribute lives on the loss's margin module). Call
+    :meth:`step` once per optimiser step, after it; the margin starts at 0.
 
     Args:
         loss: the loss module.
@@ -71,7 +79,7 @@ class MarginWarmup:
         target: final margin, in the loss's units (default: ``loss.margin`` at construction).
     """
 
-    def __init__(self, loss: nn.Module, warmup_steps: int, target: float | None = None) -> None:
+    def __init__(self, loss: HasMargin, warmup_steps: int, target: float | None = None) -> None:
         if warmup_steps < 0:
             raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
         self.loss = loss

@@ -9,25 +9,25 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from .sharding import Sharding, class_range
+from .sharding import ShardedLoss, Sharding, class_range
 
 __all__ = ["gather_full_weight", "load_full_weight_", "shard_full_weight", "to_single_process"]
 
-LossT = TypeVar("LossT", bound=nn.Module)
+LossT = TypeVar("LossT", bound=ShardedLoss)
 
 
-def _sharding(loss: nn.Module) -> Sharding:
-    sharding = getattr(loss, "sharding", None)
-    if not isinstance(sharding, Sharding):
+def _sharding(loss: ShardedLoss) -> Sharding:
+    sharding = loss.sharding
+    if sharding is None:
         raise ValueError(f"{type(loss).__name__} is not sharded (it was built without sharding=)")
     return sharding
 
 
-def _full_shape(loss: nn.Module, sharding: Sharding) -> tuple[int, int]:
-    return loss.W.shape[0], sharding.num_classes * int(getattr(loss, "sub_centers", 1))
+def _full_shape(loss: ShardedLoss, sharding: Sharding) -> tuple[int, int]:
+    return loss.W.shape[0], sharding.num_classes * loss.sub_centers
 
 
-def gather_full_weight(loss: nn.Module, dst: int | None = 0) -> Tensor | None:
+def gather_full_weight(loss: ShardedLoss, dst: int | None = 0) -> Tensor | None:
     """The full ``(embedding_size, num_classes * sub_centers)`` ``W`` assembled from every rank's shard.
 
     A collective: every rank of the loss's process group must call it. Returns the tensor on rank ``dst`` (a

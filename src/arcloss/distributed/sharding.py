@@ -56,6 +56,7 @@ class ShardedLoss(Protocol):
     margin_fn: Margin
     scale: float
     reduction: F.Reduction
+    sharding: Sharding | None
     backend: str
     rows_per_chunk: int | None
     validate: bool

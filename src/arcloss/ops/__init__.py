@@ -30,4 +30,3 @@ __all__ = [
     "triton_available",
     "triton_softmax",
 ]
-

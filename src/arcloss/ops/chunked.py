@@ -26,15 +26,15 @@ embeddings and centres only through the target cosine, with the slope the margin
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import torch
 from torch import Tensor
 
 from . import softmax_torch
 from .chunk_softmax import ChunkSoftmax, RowStats
-from .plan import Plan, accumulation_dtype
 from .engine import Engine, EngineInputs, EngineOutputs, triton_reasons, triton_softmax
+from .plan import Plan, accumulation_dtype
 
 NORM_EPS = 1e-12  # as torch.nn.functional.normalize, which pytorch-metric-learning uses
 DEFAULT_MIN_CHUNK_BYTES = 16 * 2**20
@@ -251,4 +251,4 @@ class TritonChunkedEngine(Engine):
         return triton_reasons(x.device, requested=requested)
 
     def run(self, inputs: EngineInputs, plan: Plan) -> EngineOutputs:
-        return margin_ce_chunks(inputs, plan, triton_softmax())
+        return margin_ce_chunks(inputs, plan, cast(ChunkSoftmax, triton_softmax()))

@@ -41,7 +41,8 @@ class ShardSpec:
 
     @property
     def group(self) -> dist.ProcessGroup:
-        return dist.distributed_c10d._resolve_process_group(self.group_name)
+        resolve = dist.distributed_c10d._resolve_process_group  # pyright: ignore[reportPrivateImportUsage]
+        return resolve(self.group_name)  # pyright: ignore[reportArgumentType]
 
     def all_reduce_(self, tensor: torch.Tensor, op: dist.ReduceOp.RedOpType) -> torch.Tensor:
         dist.all_reduce(tensor, op=op, group=self.group)

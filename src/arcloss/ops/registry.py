@@ -37,7 +37,9 @@ def resolve(backend: str, x: Tensor, weight: Tensor, plan: Plan) -> str:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     candidates = PRIORITY if backend == "auto" else (backend,)
     requested = backend != "auto"
-    reasons = {name: get_engine(name).not_supported_reasons(x, weight, plan, requested=requested) for name in candidates}
+    reasons = {
+        name: get_engine(name).not_supported_reasons(x, weight, plan, requested=requested) for name in candidates
+    }
     for name in candidates:
         if not reasons[name]:
             return name

@@ -1,9 +1,10 @@
 """Softmax and logit gradient of one row chunk, in place, as Triton kernels (CUDA, or CPU via the interpreter).
 
-The :class:`~arcloss.ops.chunked.ChunkSoftmax` contract of :mod:`arcloss.ops.softmax_torch` (the
-specification): the chunked engine (:mod:`arcloss.ops.chunked`) fills ``buf`` ``(K, C)`` float32/64 with ``dots[i, j] = xhat_i . W_j``; the logits are
-``z[i, j] = dots[i, j] * col_scale[j]`` except the target column ``labels[i] >= 0``, whose logit is
-``target_logit[i]``; ``labels[i] == -1`` means "target not in this block of classes".
+The :class:`~arcloss.ops.chunk_softmax.ChunkSoftmax` contract of :mod:`arcloss.ops.softmax_torch` (the
+specification): the chunked engine (:mod:`arcloss.ops.chunked`) fills ``buf`` ``(K, C)`` float32/64 with
+``dots[i, j] = xhat_i . W_j``; the logits are ``z[i, j] = dots[i, j] * col_scale[j]`` except the target
+column ``labels[i] >= 0``, whose logit is ``target_logit[i]``; ``labels[i] == -1`` means "target not in this
+block of classes".
 
 What the kernels fuse
 ---------------------
@@ -278,7 +279,7 @@ def row_stats(
                 cfg.tiles_per_prog,
                 BLOCK_SIZE=cfg.block_size,
                 ACC=acc,
-                num_warps=cfg.num_warps,
+                num_warps=cfg.num_warps,  # pyright: ignore[reportCallIssue]
             )
     if cfg.splits == 1:
         return RowStats(part_max[:, 0], part_sum[:, 0])
@@ -346,6 +347,6 @@ def logit_grad_(
             cfg.tiles_per_prog,
             BLOCK_SIZE=cfg.block_size,
             ACC=acc,
-            num_warps=cfg.num_warps,
+            num_warps=cfg.num_warps,  # pyright: ignore[reportCallIssue]
         )
     return None
