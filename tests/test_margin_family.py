@@ -9,6 +9,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+import arcloss
 import arcloss.functional as AF
 from arcloss import AngularMargin, ArcFaceLoss, CombinedMarginLoss, CosFaceLoss, SubCenterArcFaceLoss
 
@@ -167,6 +168,17 @@ def test_subcenter_outliers_match_pml():
     torch.testing.assert_close(centres[:, present], their_centres[:, present])
     only = ours.get_outliers(x, labels, threshold=65, return_dominant_centers=False)
     assert torch.equal(only, outliers)  # theirs returns a tuple either way
+    # 180 degrees (pytorch-metric-learning's own test uses it): nothing is an outlier.
+    their_none, _ = theirs.get_outliers(x, labels, threshold=180)
+    ours_none, _ = ours.get_outliers(x, labels, threshold=180)
+    assert len(their_none) == ours_none.numel() == 0
+    with pytest.raises(ValueError, match=r"threshold must be in \[0, 180\] degrees, got 181"):
+        ours.get_outliers(x, labels, threshold=181)
+
+
+def test_subcenter_repr_and_export():
+    assert "sub_centers=3" in repr(SubCenterArcFaceLoss(6, 8, sub_centers=3))
+    assert "SubCenterArcFaceLoss" in arcloss.losses.__all__ and "SubCenterArcFaceLoss" in arcloss.__all__
 
 
 def test_subcenter_gradient_reaches_only_the_best_subcentre():

@@ -83,6 +83,9 @@ def test_validation_can_be_switched_off_for_speed():
         (dict(embedding_regularizer=object()), ValueError, "embedding_regularizer"),
         (dict(collect_stats=True), ValueError, "collect_stats"),
         (dict(tpyo=1), TypeError, "unexpected keyword argument.*tpyo"),
+        (dict(rows_per_chunk=-1), ValueError, "rows_per_chunk must be a positive int or None, got -1"),
+        (dict(rows_per_chunk=True), ValueError, "rows_per_chunk must be a positive int or None, got True"),
+        (dict(easy_margin=1), TypeError, "easy_margin must be a bool, got 1"),
     ],
 )
 def test_bad_construction(kwargs, error, message):
@@ -119,3 +122,10 @@ def test_triton_backend_on_cpu_without_interpreter_raises(monkeypatch):
     loss_fn = ArcFaceLoss(10, 4, backend="triton")
     with pytest.raises((ValueError, RuntimeError), match="triton"):
         loss_fn(GOOD_X, GOOD_Y)
+
+
+def test_assigning_an_invalid_margin_raises_and_keeps_the_old_one():
+    loss_fn = ArcFaceLoss(10, 4)
+    with pytest.raises(ValueError, match=r"margin must be in \[0, 180\) degrees, got 200"):
+        loss_fn.margin = 200
+    assert loss_fn.margin == 28.6 and loss_fn.margin_fn.m2 == 28.6

@@ -178,3 +178,14 @@ def test_input_validation() -> None:
         V.roc_curve(torch.tensor([0.1, 0.2]), torch.tensor([True]))
     with pytest.raises(ValueError, match="finite"):
         V.roc_curve(torch.tensor([0.1, float("nan")]), torch.tensor([True, False]))
+
+
+@pytest.mark.parametrize(("target", "expected"), [(0.25, 1.0), (0.2, 0.5), (0.3, 1.0), (0.5, 1.0)])
+def test_tar_at_far_counts_a_far_equal_to_the_target(target, expected) -> None:
+    """4 negatives: accepting the top negative gives FAR = 0.25 exactly, and with it the second positive."""
+    scores = torch.tensor([0.9, 0.8, 0.5, 0.3, 0.2, 0.1])
+    same = torch.tensor([True, False, True, False, False, False])
+    assert V.tar_at_far(scores, same, fars=(target,))[target] == expected
+    ten = torch.tensor([1.0] + [0.9 - 0.01 * i for i in range(10)] + [0.5])
+    same_ten = torch.tensor([True] + [False] * 10 + [True])
+    assert V.tar_at_far(ten, same_ten, fars=(0.3,))[0.3] == 0.5  # 3 / 10 is not exactly 0.3 in binary

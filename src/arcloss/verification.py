@@ -147,7 +147,9 @@ def tar_at_far(scores: Tensor, same: Tensor, fars: Sequence[float] = (1e-1, 1e-2
     1000 negatives. Returns ``{far_target: tar}``.
     """
     far, tar, _ = roc_curve(scores, same)
-    return {f: float(tar[far <= f + 1e-12].max()) for f in fars}
+    n_neg = int((~same.bool()).sum())
+    false_accepts = torch.round(far * n_neg)  # exact counts: a FAR equal to the target counts as meeting it
+    return {f: float(tar[false_accepts <= math.floor(f * n_neg * (1 + 1e-12))].max()) for f in fars}
 
 
 def _best_threshold(scores: Tensor, same: Tensor) -> float:
