@@ -34,7 +34,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import arcloss
-from arcloss.distributed import ShardedArcFaceLoss
+from arcloss import ArcFaceLoss
+from arcloss.distributed import Sharding
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -55,7 +56,7 @@ def _rank_main(rank: int, world: int, args: argparse.Namespace, sample_rate: flo
         "gloo", init_method=f"file://{tmp}/init", rank=rank, world_size=world, timeout=datetime.timedelta(minutes=20)
     )
     baseline, peak_before = _rss_mib(), _peak_rss_mib()
-    loss_fn = ShardedArcFaceLoss(args.classes, args.dim, sample_rate=sample_rate, seed=0)
+    loss_fn = ArcFaceLoss(args.classes, args.dim, sharding=Sharding(sample_rate=sample_rate, seed=0))
     optimizer = torch.optim.SGD(loss_fn.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     g = torch.Generator().manual_seed(1000 + rank)
     local = args.batch // world + (rank < args.batch % world)
@@ -79,7 +80,7 @@ def _rank_main(rank: int, world: int, args: argparse.Namespace, sample_rate: flo
     result = {
         "rank": rank,
         "threads_per_rank": threads,
-        "local_classes": loss_fn.local_classes,
+        "local_classes": loss_fn.sharding.local_classes,
         "w_shard_mib": loss_fn.W.numel() * loss_fn.W.element_size() / 2**20,
         "baseline_rss_mib": baseline,
         "peak_rss_before_loss_mib": peak_before,
@@ -157,7 +158,7 @@ def run_approx(args: argparse.Namespace) -> None:
     torch.set_num_threads(os.cpu_count() or 1)
     env = _environment()
     rows = []
-    loss_fn = ShardedArcFaceLoss(args.classes, args.dim, seed=0)
+    loss_fn = ArcFaceLoss(args.classes, args.dim, sharding=Sharding(seed=0))
     loss_fn.W.requires_grad_(False)  # only the loss and the embedding gradient are compared
     w = loss_fn.W.detach()
     for trial in range(args.trials):
@@ -169,7 +170,7 @@ def run_approx(args: argparse.Namespace) -> None:
             x = noise if level == float("inf") else centres + level * noise
             results = {}
             for rate in [1.0, *args.approx_rates]:
-                loss_fn.sample_rate = rate
+                loss_fn.sharding.sample_rate = rate
                 loss_fn.train(rate < 1.0)
                 xr = x.clone().requires_grad_()
                 loss = loss_fn(xr, y)

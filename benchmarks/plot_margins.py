@@ -20,10 +20,10 @@ from arcloss import AngularMargin
 
 MEMBERS = {
     "softmax (no margin)": AngularMargin(),
-    "ArcFace m=28.6°": AngularMargin(m2=math.radians(28.6)),
-    "ArcFace m=28.6°, easy margin": AngularMargin(m2=math.radians(28.6), easy_margin=True),
+    "ArcFace m=28.6°": AngularMargin(m2=28.6),
+    "ArcFace m=28.6°, easy margin": AngularMargin(m2=28.6, easy_margin=True),
     "CosFace m=0.35": AngularMargin(m3=0.35),
-    "combined (1, 17.2°, 0.2)": AngularMargin(1.0, math.radians(17.2), 0.2),
+    "combined (1, 17.2°, 0.2)": AngularMargin(1.0, 17.2, 0.2),
     "SphereFace-style m1=1.35": AngularMargin(m1=1.35),
 }
 
