@@ -108,7 +108,8 @@ class MarginLoss(nn.Module):
         rows_per_chunk: rows per fused chunk (default: from a memory budget of max(16 MiB, 0.25 x bytes of W)).
         weight_init_func: called on ``W`` to initialise it (default ``nn.init.normal_``, as pytorch-metric-learning).
         sharding: an :class:`arcloss.distributed.Sharding`: ``W`` holds this rank's classes only.
-        device, dtype: of ``W``.
+        device: of ``W``.
+        dtype: of ``W``.
 
     Attributes:
         W: ``(embedding_size, num_classes * sub_centers)`` class centres (this rank's columns when sharded).
@@ -236,7 +237,7 @@ class ArcFaceLoss(MarginLoss):
     """ArcFace (Deng et al., arXiv 1801.07698): softmax over ``s * cos(theta_j)``, target ``s * cos(theta_y + m)``.
 
     Past ``theta_y > 180° - m`` the target logit is ``s * (cos(theta_y) - m * sin(m))`` (``m`` in radians), as
-    in insightface and pytorch-metric-learning.
+    in insightface and pytorch-metric-learning. The other arguments are those of :class:`MarginLoss`.
 
     Args:
         num_classes: number of classes C.
@@ -244,7 +245,6 @@ class ArcFaceLoss(MarginLoss):
         margin: additive angular margin ``m`` in **degrees** (28.6 ~ 0.5 rad), in ``[0, 180)``.
         scale: logit scale ``s`` (> 0).
         easy_margin: apply the margin only where ``cos(theta_y) > 0`` (off by default, as in the paper).
-        Others: as :class:`MarginLoss`.
 
     Attributes:
         W: ``(embedding_size, num_classes)`` class centres.
@@ -327,14 +327,14 @@ class CosFaceLoss(MarginLoss):
 class CombinedMarginLoss(MarginLoss):
     """insightface's combined margin: target logit ``s * (cos(m1 * theta_y + m2) - m3)``.
 
-    ArcFace is ``(1, m, 0)``, CosFace ``(1, 0, m)``, SphereFace-style ``m1 > 1``.
+    ArcFace is ``(1, m, 0)``, CosFace ``(1, 0, m)``, SphereFace-style ``m1 > 1``. The other arguments are those
+    of :class:`MarginLoss`.
 
     Args:
         m1: multiplicative angular margin (> 0, dimensionless).
         m2: additive angular margin in **degrees**, in ``[0, 180)`` (as :class:`ArcFaceLoss`).
         m3: additive cosine margin (>= 0, dimensionless, as :class:`CosFaceLoss`).
         easy_margin: apply the margin only where ``cos(theta_y) > 0``.
-        Others as :class:`ArcFaceLoss`.
     """
 
     m1 = MarginAttribute("m1", "Multiplicative angular margin.")
