@@ -164,6 +164,27 @@ def _check_norm_margin(rank, world, sizes, num_classes):
     torch.testing.assert_close(sharded.W.grad, w.grad[:, start:stop], **F64)
 
 
+def _check_compile(rank, world, sizes, num_classes):
+    """torch.compile of a sharded loss: the same loss and gradients as eager, and bad labels still raise."""
+    x, y = _global_batch(sizes, num_classes, world, torch.float32)
+    sharded = ShardedArcFaceLoss(num_classes, D)
+    compiled = torch.compile(sharded)
+    results = []
+    for fn in (sharded, compiled):
+        xl = _local(x, sizes, rank).clone().requires_grad_()
+        loss = fn(xl, _local(y, sizes, rank))
+        loss.backward()
+        results.append((loss.detach(), xl.grad, sharded.W.grad))
+        sharded.W.grad = None
+    for eager, traced in zip(*results, strict=True):
+        torch.testing.assert_close(traced, eager, **F32)
+    bad = _local(y, sizes, rank).clone()
+    if bad.numel():
+        bad[0] = num_classes
+    with pytest.raises(ValueError, match="labels must be in"):
+        compiled(_local(x, sizes, rank), bad if rank == 0 else _local(y, sizes, rank))
+
+
 def _check_ddp(rank, world, sizes, num_classes):
     """A Linear backbone under DDP (averaging) gets the single-process gradient; embeddings get world x."""
     x_in, y = _global_batch(sizes, num_classes, world, torch.float32, seed=99)
@@ -349,6 +370,7 @@ def _worker(rank: int, world: int, tmp: str) -> None:
         _check_family(rank, world, sizes, uneven)
         _check_warmup(rank, world, with_empty, uneven)
         _check_norm_margin(rank, world, with_empty, uneven)
+        _check_compile(rank, world, sizes, uneven)
         _check_ddp(rank, world, with_empty, uneven)
         _check_partial_fc(rank, world, with_empty, 40 * world + 3)
         _check_empty_global(world)

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 import arcloss.functional as AF
 from arcloss import ArcFaceLoss, MarginLoss, ops
 from arcloss.ops import Plan, softmax_torch
-from arcloss.ops.chunk_softmax import RowStats
+from arcloss.ops.chunk_softmax import ChunkTargets, RowStats
 
 from . import reference as ref
 from .toy_margin import NormShiftMargin, norm_shift_loss
@@ -99,7 +99,7 @@ def test_row_stats_shift_each_row_by_its_own_max():
     z = dots * col_scale
     rows = torch.tensor([0, 2, 3])
     z[rows, labels[rows]] = target[rows]
-    stats = softmax_torch.row_stats(dots.clone(), labels, col_scale, target)
+    stats = softmax_torch.row_stats(dots.clone(), col_scale, ChunkTargets(labels, target, torch.ones_like(target)))
     torch.testing.assert_close(stats.max, z.amax(1), rtol=0, atol=0)
     torch.testing.assert_close(stats.sum, torch.exp(z - z.amax(1, keepdim=True)).sum(1), rtol=1e-14, atol=0)
     assert isinstance(stats, RowStats)

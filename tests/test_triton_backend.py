@@ -31,7 +31,7 @@ import arcloss
 from arcloss.functional import arcface_loss
 from arcloss.ops import softmax_torch as _softmax_torch
 from arcloss.ops import softmax_triton as tri
-from arcloss.ops.chunk_softmax import RowStats
+from arcloss.ops.chunk_softmax import ChunkTargets, RowStats
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 SCALE = 64.0
@@ -71,14 +71,17 @@ def make_chunk(k: int, c: int, labels: list[int], dtype: torch.dtype, seed: int 
     }
 
 
+def _targets(ch: dict[str, torch.Tensor]) -> ChunkTargets:
+    return ChunkTargets(ch["labels"], ch["target_logit"], ch["target_slope"])
+
+
 def torch_grad(ch: dict[str, torch.Tensor], global_stats: tuple[torch.Tensor, torch.Tensor] | None = None):
     """The specification: row stats and the final ``d loss / d dots`` (row factor applied) from PyTorch."""
     buf = ch["dots"].clone()
-    row_max, row_sum = _softmax_torch.row_stats(buf, ch["labels"], ch["col_scale"], ch["target_logit"])
+    targets = ChunkTargets(ch["labels"], ch["target_logit"], ch["target_slope"])
+    row_max, row_sum = _softmax_torch.row_stats(buf, ch["col_scale"], targets)
     total = None if global_stats is None else RowStats(*global_stats)
-    factor = _softmax_torch.logit_grad_(
-        buf, ch["labels"], ch["col_scale"], ch["target_logit"], ch["target_slope"], RowStats(row_max, row_sum), total
-    )
+    factor = _softmax_torch.logit_grad_(buf, ch["col_scale"], targets, RowStats(row_max, row_sum), total)
     return row_max, row_sum, buf if factor is None else buf * factor[:, None]
 
 
@@ -86,13 +89,12 @@ def triton_grad(ch, global_stats=None, block_size=None, col_splits=None, buf=Non
     """The same with the Triton implementation; ``buf`` (a view holding the dots) may be given."""
     launch = {"block_size": block_size, "col_splits": col_splits}
     buf = ch["dots"].clone() if buf is None else buf
-    row_max, row_sum = tri.row_stats(buf, ch["labels"], ch["col_scale"], ch["target_logit"], **launch)
+    targets = ChunkTargets(ch["labels"], ch["target_logit"], ch["target_slope"])
+    row_max, row_sum = tri.row_stats(buf, ch["col_scale"], targets, **launch)
     torch.testing.assert_close(buf, ch["dots"], rtol=0, atol=0, msg="row_stats must leave the dots untouched")
     total = None if global_stats is None else RowStats(*global_stats)
     local = RowStats(row_max, row_sum)
-    factor = tri.logit_grad_(
-        buf, ch["labels"], ch["col_scale"], ch["target_logit"], ch["target_slope"], local, total, **launch
-    )
+    factor = tri.logit_grad_(buf, ch["col_scale"], targets, local, total, **launch)
     assert factor is None
     return row_max, row_sum, buf
 
@@ -213,12 +215,14 @@ def test_launch_config():
 def test_rejects_bad_inputs():
     ch = make_chunk(2, 10, [1, -1], torch.float32)
     with pytest.raises(TypeError, match="float32 or float64"):
-        tri.row_stats(ch["dots"].half(), ch["labels"], ch["col_scale"], ch["target_logit"])
+        tri.row_stats(ch["dots"].half(), ch["col_scale"], _targets(ch))
     with pytest.raises(ValueError, match="col_scale"):
-        tri.row_stats(ch["dots"], ch["labels"], ch["col_scale"][:-1], ch["target_logit"])
+        tri.row_stats(ch["dots"], ch["col_scale"][:-1], _targets(ch))
     with pytest.raises(ValueError, match="labels"):
-        tri.row_stats(ch["dots"], ch["labels"][:1], ch["col_scale"], ch["target_logit"])
-    empty = tri.row_stats(ch["dots"][:0], ch["labels"][:0], ch["col_scale"], ch["target_logit"][:0])
+        tri.row_stats(ch["dots"], ch["col_scale"], _targets(ch)._replace(labels=ch["labels"][:1]))
+    empty = tri.row_stats(
+        ch["dots"][:0], ch["col_scale"], ChunkTargets(ch["labels"][:0], ch["target_logit"][:0], ch["target_slope"][:0])
+    )
     assert empty[0].shape == empty[1].shape == (0,)
 
 
@@ -266,13 +270,14 @@ def test_cpu_without_interpreter_raises():
         import torch
         from arcloss.functional import arcface_loss
         from arcloss.ops import softmax_triton as tri
+        from arcloss.ops.chunk_softmax import ChunkTargets
         x, w, y = torch.randn(3, 4), torch.randn(4, 6), torch.tensor([0, 1, 5])
         try:
             arcface_loss(x, w, y, backend="triton")
         except ValueError as exc:
             print("resolve:", exc)
         try:
-            tri.row_stats(torch.zeros(3, 6), y, torch.ones(6), torch.ones(3))
+            tri.row_stats(torch.zeros(3, 6), torch.ones(6), ChunkTargets(y, torch.ones(3), torch.ones(3)))
         except RuntimeError as exc:
             print("launch:", exc)
         """

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from . import softmax_torch
-from .chunk_softmax import ChunkSoftmax, RowStats
+from .chunk_softmax import ChunkSoftmax, ChunkTargets, RowStats
 from .engine import Engine, EngineInputs, EngineOutputs, triton_reasons, triton_softmax
 from .plan import Plan, accumulation_dtype
 
@@ -198,15 +198,15 @@ def margin_ce_chunks(inputs: EngineInputs, plan: Plan, softmax: ChunkSoftmax) ->
         _mm_into(chunk, xhat_mm[rows], w_mm)
         logits, col_scale = classes.class_dots(chunk)
         lab, target = labels[rows], inputs.target_logit[rows]
-        local = softmax.row_stats(logits, lab, col_scale, target)
+        targets = ChunkTargets(lab, target, classes.target_slope(inputs.target_slope[rows], lab))
+        local = softmax.row_stats(logits, col_scale, targets)
         total = None if reduce is None else RowStats(*reduce(local.max, local.sum))
         stats = local if total is None else total
         loss[rows] = stats.max + torch.log(stats.sum) - target
         grad_target[rows] = row_weight[rows] * (torch.exp(target - stats.max) / stats.sum - 1.0)
         if not (want_x or want_w):
             continue
-        slope = classes.target_slope(inputs.target_slope[rows], lab)
-        row_factor = softmax.logit_grad_(logits, lab, col_scale, target, slope, local, total)
+        row_factor = softmax.logit_grad_(logits, col_scale, targets, local, total)
         classes.to_centres_(chunk, logits)
         row_scale = row_weight[rows] if row_factor is None else row_weight[rows] * row_factor
         grad_chunk = chunk.to(mm_dtype)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .chunk_softmax import RowStats
+from .chunk_softmax import ChunkTargets, RowStats
 
 
 def _rows_with_target(labels: Tensor) -> tuple[Tensor, Tensor]:
@@ -25,31 +25,24 @@ def _rows_with_target(labels: Tensor) -> tuple[Tensor, Tensor]:
     return rows[has], labels[has]
 
 
-def row_stats(buf: Tensor, labels: Tensor, col_scale: Tensor, target_logit: Tensor) -> RowStats:
+def row_stats(buf: Tensor, col_scale: Tensor, targets: ChunkTargets) -> RowStats:
     """Row max and sum of exponentials of the chunk's logits; leaves ``exp(z - row_max)`` in ``buf``.
 
     Args:
         buf: ``(K, C)`` float32/64 dot products, modified in place.
-        labels: ``(K,)`` int64 target column of each row in this block, or -1.
         col_scale: ``(C,)`` ``s / |W_j|``, ``buf.dtype``.
-        target_logit: ``(K,)`` ``s * phi``, ``buf.dtype``.
+        targets: the target columns, logits (``buf.dtype``) and slopes.
     """
-    rows, cols = _rows_with_target(labels)
+    rows, cols = _rows_with_target(targets.labels)
     buf.mul_(col_scale)
-    buf[rows, cols] = target_logit[rows]
+    buf[rows, cols] = targets.logit[rows]
     row_max = buf.amax(dim=1)
     buf.sub_(row_max[:, None]).exp_()
     return RowStats(row_max, buf.sum(dim=1))
 
 
 def logit_grad_(
-    buf: Tensor,
-    labels: Tensor,
-    col_scale: Tensor,
-    target_logit: Tensor,
-    target_slope: Tensor,
-    local: RowStats,
-    total: RowStats | None,
+    buf: Tensor, col_scale: Tensor, targets: ChunkTargets, local: RowStats, total: RowStats | None
 ) -> Tensor | None:
     """Overwrite ``buf`` (as left by :func:`row_stats`) with ``d loss_i / d dots_ij / row_factor_i``.
 
@@ -57,17 +50,16 @@ def logit_grad_(
     target ``d z_ij / d buf_ij = col_scale_j``, at the target ``target_slope_i``.
 
     Args:
-        target_slope: ``(K,)`` derivative of the target logit in the target entry of ``buf``.
         local: what :func:`row_stats` returned for this buffer.
         total: row max and sum of exponentials over *all* classes (every shard), or ``None`` if ``local`` is.
 
     Returns:
         The ``(K,)`` row factor, or ``None`` when it has been folded into ``buf``.
     """
-    rows, cols = _rows_with_target(labels)
+    rows, cols = _rows_with_target(targets.labels)
     stats = local if total is None else total
-    p_target = torch.exp(target_logit[rows] - stats.max[rows]) / stats.sum[rows]
-    target_grad = (p_target - 1.0) * target_slope[rows]
+    p_target = torch.exp(targets.logit[rows] - stats.max[rows]) / stats.sum[rows]
+    target_grad = (p_target - 1.0) * targets.slope[rows]
     # buf holds exp(z - local.max); p = buf * exp(local.max - total.max) / total.sum.
     row_factor = torch.exp(local.max - stats.max) / stats.sum
     buf.mul_(col_scale)

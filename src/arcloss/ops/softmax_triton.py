@@ -49,7 +49,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from .chunk_softmax import RowStats
+from .chunk_softmax import ChunkTargets, RowStats
 
 try:
     import triton
@@ -240,9 +240,8 @@ def _device_guard(device: torch.device) -> contextlib.AbstractContextManager:
 
 def row_stats(
     buf: Tensor,
-    labels: Tensor,
     col_scale: Tensor,
-    target_logit: Tensor,
+    targets: ChunkTargets,
     *,
     block_size: int | None = None,
     col_splits: int | None = None,
@@ -251,14 +250,16 @@ def row_stats(
 
     Args:
         buf: ``(K, C)`` float32/64 dot products, any strides (rows are usually contiguous).
-        labels: ``(K,)`` int64 (or int32) target column of each row in this block, or -1.
         col_scale: ``(C,)`` ``s / |W_j|``, float (read in ``buf``'s dtype).
-        target_logit: ``(K,)`` ``s * phi(cos_iy)``, float.
-        block_size, col_splits: launch overrides, see :func:`launch_config`.
+        targets: ``labels`` ``(K,)`` int64 (or int32) target column of each row in this block, or -1; ``logit``
+            ``(K,)`` ``s * phi(cos_iy)``, float (``slope`` is not read here).
+        block_size: tile override, see :func:`launch_config`.
+        col_splits: column-split override, see :func:`launch_config`.
 
     Returns:
         ``(row_max, row_sum)``, each ``(K,)`` in ``buf.dtype``: ``max_j z_ij`` and ``sum_j exp(z_ij - row_max_i)``.
     """
+    labels, target_logit = targets.labels, targets.logit
     acc = _check(buf, labels, {"col_scale": col_scale, "target_logit": target_logit})
     k, c = buf.shape
     cfg = launch_config(k, c, buf.dtype, buf.device, block_size=block_size, col_splits=col_splits)
@@ -291,10 +292,8 @@ def row_stats(
 
 def logit_grad_(
     buf: Tensor,
-    labels: Tensor,
     col_scale: Tensor,
-    target_logit: Tensor,
-    target_slope: Tensor,
+    targets: ChunkTargets,
     local: RowStats,
     total: RowStats | None,
     *,
@@ -309,17 +308,20 @@ def logit_grad_(
 
     Args:
         buf: ``(K, C)`` float32/64 dot products, overwritten in place.
-        labels, col_scale, target_logit: as for :func:`row_stats`.
-        target_slope: ``(K,)`` derivative of the target logit in the target entry of ``buf``.
+        col_scale: as for :func:`row_stats`.
+        targets: as for :func:`row_stats`, and ``slope`` ``(K,)``: the derivative of the target logit in the
+            target entry of ``buf``.
         local: what :func:`row_stats` returned; unused (the logits are recomputed from the dots).
         total: row max and sum of exponentials over *all* classes, or ``None`` when ``local`` is.
-        block_size, col_splits: launch overrides, see :func:`launch_config`.
+        block_size: tile override, see :func:`launch_config`.
+        col_splits: column-split override, see :func:`launch_config`.
 
     Returns:
         ``None``: the row factor is folded into ``buf``.
     """
     stats = local if total is None else total
     global_max, global_sum = stats.max, stats.sum
+    labels, target_logit, target_slope = targets
     vectors = {
         "col_scale": col_scale,
         "target_logit": target_logit,
