@@ -1,0 +1,678 @@
+"""Whole-pass fused margin-softmax cross-entropy in Triton: no ``N x C`` tensor, gradients by recomputation.
+
+Shapes: ``x`` ``(N, D)`` embeddings, ``weight`` ``(D, C)`` class centres (pytorch-metric-learning's layout),
+both *not* normalised. With ``a_i = 1 / max(|x_i|, eps)``, ``b_j = 1 / max(|W_j|, eps)`` and the raw dot
+``u_ij = x_i . W_j``, the cosine is ``cos_ij = u_ij a_i b_j``, the logits are ``z_ij = s cos_ij`` except the
+target column ``z_iy = t_i`` (given, already scaled), and ``loss_i = logsumexp_j z_ij - t_i``.
+
+Gradients (``L = sum_i row_weight_i loss_i``), with ``g_ij = dL / dcos_ij``:
+
+- ``g_ij = rw_i p_ij s`` off target, ``g_iy = rw_i (p_iy - 1) target_slope_i`` at the target;
+- ``dL/dx_i = a_i (B_i - r_i a_i x_i)`` with ``B_i = sum_j g_ij b_j W_j`` and ``r_i = sum_j g_ij cos_ij``;
+- ``dL/dW_j = b_j (A_j - c_j b_j W_j)`` with ``A_j = sum_i g_ij a_i x_i`` and ``c_j = sum_i g_ij cos_ij``;
+- ``dL/dt_i = rw_i (p_iy - 1)``.
+
+The projection coefficients ``r`` and ``c`` (the normalisations' share of the gradient) are accumulated in the
+same tiles as ``B`` and ``A``, so no second pass over ``W`` or ``grad_w`` is needed.
+
+Kernels and passes (tiles ``BLOCK_M`` rows x ``BLOCK_N`` classes; the dot ``u`` runs over ``D`` in
+``BLOCK_K`` chunks with ``tl.dot`` in ``matmul_dtype``; ``W`` is read in its own dtype and cast in registers,
+so there is no reduced-precision copy of ``W`` in memory; the norms ``|x_i|`` and ``|W_j|`` are summed in the
+accumulation dtype inside the same ``D`` loop, from the un-cast values, so there is no norm pass):
+
+1. ``_stats_kernel``, grid ``(row tiles, S)``: program ``(m, s)`` owns a row tile and a contiguous range of
+   class tiles (its split) and keeps an online row max / sum of ``exp`` in registers; writes ``(S, N)``
+   partial ``(max, sum)``. ``S`` is chosen to give about ``PROGRAMS_PER_SM`` programs per SM; the row-tile
+   axis is the fastest grid axis, so the ``N / BLOCK_M`` programs sharing a split's ``W`` tiles run together
+   and ``W`` is read from HBM about once (the other reads hit L2).
+2. ``_combine_kernel``, grid ``(N / 1024,)``: combines the ``S`` partials (``M = max m_s``,
+   ``sum_s d_s exp(m_s - M)``). Single process: it also writes ``loss`` and ``grad_target``. Sharded: the
+   caller's ``reduce_stats`` all-reduces ``(M, sum)``, then ``_loss_kernel`` writes ``loss`` and
+   ``grad_target`` from the global statistics.
+3. ``_grad_w_kernel``, grid ``(C / BLOCK_N, D / BLOCK_D)``: a program owns one class tile (and a chunk of
+   ``D``), loops over *all* row tiles recomputing the logit tile, and accumulates ``A`` ``(BLOCK_D, BLOCK_N)``
+   and ``c`` in float32/64 registers; the epilogue applies the projection and writes ``grad_w`` once, in
+   ``weight.dtype``. Deterministic (no atomics). ``x`` (``N x D``, small) is re-read per class tile, from L2.
+4. ``_grad_x_kernel``, grid ``(row tiles, S, D / BLOCK_D)``: a program owns a row tile and a split, loops
+   over the split's class tiles recomputing logits, and accumulates ``B`` ``(BLOCK_M, BLOCK_D)`` and ``r``;
+   writes ``(S, N, D)`` partials of ``B`` and ``(S, N)`` of ``r`` (float32/64).
+5. ``_finish_grad_x_kernel``, grid ``(N / BLOCK_R,)``: sums the ``S`` partials and applies the projection
+   through ``x``'s normalisation; writes ``grad_x`` in ``x.dtype``.
+
+Launches per call: 5 (both gradients, single process), 6 sharded, 2 for the loss only; no PyTorch compute
+ops (only allocations). ``reduce_stats`` adds whatever the caller's all-reduce launches.
+
+What is recomputed: the logit tile (the ``D``-long dot) is computed three times, in passes 1, 3 and 4
+(``D / BLOCK_D`` times in 3 and 4 when ``D > BLOCK_D``, the register cap on an accumulator's ``D`` extent);
+the norms of ``x`` and ``W`` are recomputed with it (``1 / BLOCK_N`` and ``1 / BLOCK_M`` of the dot's FLOPs).
+
+Memory: outputs (``loss``, ``grad_target``, ``grad_x``, ``grad_w``) plus ``(S, N)`` statistics and the
+``(S, N, D)`` float32 partials of ``B`` (``S ~ 4 SMs / row tiles``: 8 MiB at N = 1024, D = 512 on an H100).
+No ``N x C`` logits, no float32 ``(D, C)`` scratch (``grad_w`` is accumulated in registers and written once).
+
+Expected cost (design, not measured: this was developed without a GPU, under ``TRITON_INTERPRET=1``), per
+call with ``F = 2 N C D``: FLOPs ``5 F`` (``F`` forward, ``2 F`` for ``grad_w``, ``2 F`` for ``grad_x``)
+against ``3 F`` for the chunked engine's three GEMMs; HBM bytes: ``W`` read 3 times in its own dtype, ``grad_w``
+written once, ``O((N + C) D)`` otherwise, against the chunked engine's ``N x C`` float32 buffer, written once
+and read about three times, plus a reduced-precision copy of ``W`` and a float32 ``(D, C)`` accumulator read
+and written again by the projection. At N = 1024, D = 512, C = 10^6, bf16 on an H100 (about 3.3 TB/s, ~600
+dense bf16 TFLOP/s, realistically ~400 from Triton): ``5 F = 5.4`` TFLOP ~ 13 ms, bytes ~ 8 GB ~ 2.5 ms
+(compute bound); the chunked engine does ``3.2`` TFLOP ~ 6 ms of GEMMs (cuBLAS) plus ~ 20 GB ~ 6 ms of
+softmax and projection traffic, with 4 GB of logits alive. So parity is expected at large ``N`` and a gain
+when ``N`` is small (the engine is then bound by reading ``W`` three times, against about six passes over
+``W``-sized or ``N x C`` tensors). The tile sizes in :func:`choose_tiles` are an untuned starting point.
+
+Not supported (the caller should route elsewhere): sub-centres (a class's cosine as a max over centres);
+labels outside ``[-1, C)`` (not checked on the device); ``C == 0``; ``x``/``weight`` on different devices or
+non-floating dtypes; CPU tensors unless ``TRITON_INTERPRET=1`` was set before this module was imported.
+
+Labels ``-1`` (sharded): a row's statistics on a shard include ``exp(t_i - m)`` only where ``labels_i >= 0``,
+so the owning shard contributes the target exactly once to the all-reduced sum. ``grad_target`` is computed
+from the global statistics as ``rw_i (exp(t_i - M_i) / S_i - 1)`` for every row, the same on every shard. In
+a single process a ``-1`` row has no target column at all: its loss is ``logsumexp`` over the non-target
+columns minus ``t_i`` (as in :mod:`arcloss._fused`), and ``grad_target`` is still the formula above (the
+value the owner would see), not ``-rw_i``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError as exc:  # pragma: no cover - exercised only where triton is absent
+    raise ImportError("arcloss's Triton whole-pass engine needs triton: pip install 'arcloss[triton]'") from exc
+
+__all__ = ["Tiles", "choose_tiles", "whole_pass_margin_ce"]
+
+NORM_EPS = 1e-12  # as torch.nn.functional.normalize
+PROGRAMS_PER_SM = 4
+MAX_BLOCK_D = 512  # largest D extent of a gradient accumulator in registers (beyond: a grid axis over D)
+_ROWS_PER_VECTOR_PROGRAM = 1024
+_FINISH_ROWS = 16
+_TL_DTYPES = {
+    torch.float16: tl.float16,
+    torch.bfloat16: tl.bfloat16,
+    torch.float32: tl.float32,
+    torch.float64: tl.float64,
+}
+
+StatsReducer = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
+
+
+@triton.jit
+def _cos_tile(
+    x_ptr,
+    w_ptr,
+    rows,
+    cols,
+    row_mask,
+    col_mask,
+    n_dim,
+    stride_xn,
+    stride_xd,
+    stride_wd,
+    stride_wc,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    ACC: tl.constexpr,
+    MM: tl.constexpr,
+    EPS: tl.constexpr,
+):
+    """Cosines ``(BLOCK_M, BLOCK_N)`` of a tile, with ``a = 1/|x_i|`` ``(BLOCK_M,)`` and ``b = 1/|W_j|``
+    ``(BLOCK_N,)``, all in ``ACC``. The dot runs in ``MM`` (float32 and float64 as IEEE, not TF32)."""
+    dots = tl.zeros((BLOCK_M, BLOCK_N), ACC)
+    x_sq = tl.zeros((BLOCK_M,), ACC)
+    w_sq = tl.zeros((BLOCK_N,), ACC)
+    ks = tl.arange(0, BLOCK_K)
+    for k0 in range(0, n_dim, BLOCK_K):
+        k = k0 + ks
+        k_mask = k < n_dim
+        xk = tl.load(
+            x_ptr + rows[:, None] * stride_xn + k[None, :] * stride_xd,
+            mask=row_mask[:, None] & k_mask[None, :],
+            other=0.0,
+        ).to(ACC)
+        wk = tl.load(
+            w_ptr + k[:, None] * stride_wd + cols[None, :] * stride_wc,
+            mask=k_mask[:, None] & col_mask[None, :],
+            other=0.0,
+        ).to(ACC)
+        x_sq += tl.sum(xk * xk, axis=1)
+        w_sq += tl.sum(wk * wk, axis=0)
+        dots = tl.dot(xk.to(MM), wk.to(MM), dots, input_precision="ieee", out_dtype=ACC)
+    inv_x = 1.0 / tl.maximum(tl.sqrt(x_sq), EPS)
+    inv_w = 1.0 / tl.maximum(tl.sqrt(w_sq), EPS)
+    return dots * inv_x[:, None] * inv_w[None, :], inv_x, inv_w
+
+
+@triton.jit
+def _cos_grad(cos, cols, row_mask, col_mask, label, t_logit, t_slope, r_weight, g_max, inv_g_sum, scale):
+    """``g = dL/dcos`` ``(BLOCK_M, BLOCK_N)`` from the global row statistics; 0 outside the masks."""
+    is_target = cols[None, :] == label[:, None]
+    z = tl.where(is_target, t_logit[:, None], scale * cos)
+    p = tl.exp(z - g_max[:, None]) * inv_g_sum[:, None]
+    g = tl.where(is_target, (p - 1.0) * t_slope[:, None], p * scale) * r_weight[:, None]
+    return tl.where(row_mask[:, None] & col_mask[None, :], g, 0.0)
+
+
+@triton.jit
+def _stats_kernel(
+    x_ptr,
+    w_ptr,
+    labels_ptr,
+    t_logit_ptr,
+    part_max_ptr,
+    part_sum_ptr,
+    n_rows,
+    n_cols,
+    n_dim,
+    stride_xn,
+    stride_xd,
+    stride_wd,
+    stride_wc,
+    tiles_per_split,
+    scale,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    ACC: tl.constexpr,
+    MM: tl.constexpr,
+    EPS: tl.constexpr,
+):
+    """Online row max and ``sum exp(z - max)`` of row tile ``m`` over the class tiles of split ``s``, for
+    program ``(m, s)``; writes ``part_max[s, rows]`` and ``part_sum[s, rows]``."""
+    split = tl.program_id(1)
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_mask = rows < n_rows
+    rows = rows.to(tl.int64)
+    label = tl.load(labels_ptr + rows, mask=row_mask, other=-1)
+    t_logit = tl.load(t_logit_ptr + rows, mask=row_mask, other=0.0).to(ACC)
+    m = tl.full((BLOCK_M,), float("-inf"), ACC)
+    d = tl.zeros((BLOCK_M,), ACC)
+    first_col = split * tiles_per_split * BLOCK_N
+    last_col = tl.minimum(first_col + tiles_per_split * BLOCK_N, n_cols)
+    for c0 in range(first_col, last_col, BLOCK_N):
+        cols = (c0 + tl.arange(0, BLOCK_N)).to(tl.int64)
+        col_mask = cols < last_col
+        cos, _, _ = _cos_tile(
+            x_ptr, w_ptr, rows, cols, row_mask, col_mask, n_dim, stride_xn, stride_xd, stride_wd, stride_wc,
+            BLOCK_M, BLOCK_N, BLOCK_K, ACC, MM, EPS,
+        )  # fmt: skip
+        z = tl.where(cols[None, :] == label[:, None], t_logit[:, None], scale * cos)
+        z = tl.where(col_mask[None, :], z, float("-inf"))
+        m_new = tl.maximum(m, tl.max(z, axis=1))
+        d = d * tl.exp(m - m_new) + tl.sum(tl.exp(z - m_new[:, None]), axis=1)
+        m = m_new
+    out = split * n_rows + rows
+    tl.store(part_max_ptr + out, m, mask=row_mask)
+    tl.store(part_sum_ptr + out, d, mask=row_mask)
+
+
+@triton.jit
+def _loss_and_grad_target(row_max, row_sum, t_logit, r_weight):
+    """``loss = M + log S - t`` and ``dL/dt = rw (exp(t - M) / S - 1)``."""
+    loss = row_max + tl.log(row_sum) - t_logit
+    grad_target = r_weight * (tl.exp(t_logit - row_max) / row_sum - 1.0)
+    return loss, grad_target
+
+
+@triton.jit
+def _combine_kernel(
+    part_max_ptr,
+    part_sum_ptr,
+    row_max_ptr,
+    row_sum_ptr,
+    t_logit_ptr,
+    r_weight_ptr,
+    loss_ptr,
+    grad_target_ptr,
+    n_rows,
+    n_splits,
+    BLOCK: tl.constexpr,
+    ACC: tl.constexpr,
+    FINAL: tl.constexpr,
+):
+    """Combine ``(S, N)`` partial statistics into ``(N,)`` ones; with ``FINAL`` also write loss and dL/dt."""
+    rows = (tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)).to(tl.int64)
+    mask = rows < n_rows
+    row_max = tl.full((BLOCK,), float("-inf"), ACC)
+    for s in range(n_splits):
+        row_max = tl.maximum(row_max, tl.load(part_max_ptr + s * n_rows + rows, mask=mask, other=0.0))
+    row_sum = tl.zeros((BLOCK,), ACC)
+    for s in range(n_splits):
+        m_s = tl.load(part_max_ptr + s * n_rows + rows, mask=mask, other=0.0)
+        d_s = tl.load(part_sum_ptr + s * n_rows + rows, mask=mask, other=1.0)
+        row_sum += d_s * tl.exp(m_s - row_max)
+    tl.store(row_max_ptr + rows, row_max, mask=mask)
+    tl.store(row_sum_ptr + rows, row_sum, mask=mask)
+    if FINAL:
+        t_logit = tl.load(t_logit_ptr + rows, mask=mask, other=0.0).to(ACC)
+        r_weight = tl.load(r_weight_ptr + rows, mask=mask, other=0.0).to(ACC)
+        loss, grad_target = _loss_and_grad_target(row_max, row_sum, t_logit, r_weight)
+        tl.store(loss_ptr + rows, loss, mask=mask)
+        tl.store(grad_target_ptr + rows, grad_target, mask=mask)
+
+
+@triton.jit
+def _loss_kernel(
+    row_max_ptr,
+    row_sum_ptr,
+    t_logit_ptr,
+    r_weight_ptr,
+    loss_ptr,
+    grad_target_ptr,
+    n_rows,
+    BLOCK: tl.constexpr,
+    ACC: tl.constexpr,
+):
+    """Loss and dL/dt from the global ``(N,)`` statistics (sharded)."""
+    rows = (tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)).to(tl.int64)
+    mask = rows < n_rows
+    row_max = tl.load(row_max_ptr + rows, mask=mask, other=0.0).to(ACC)
+    row_sum = tl.load(row_sum_ptr + rows, mask=mask, other=1.0).to(ACC)
+    t_logit = tl.load(t_logit_ptr + rows, mask=mask, other=0.0).to(ACC)
+    r_weight = tl.load(r_weight_ptr + rows, mask=mask, other=0.0).to(ACC)
+    loss, grad_target = _loss_and_grad_target(row_max, row_sum, t_logit, r_weight)
+    tl.store(loss_ptr + rows, loss, mask=mask)
+    tl.store(grad_target_ptr + rows, grad_target, mask=mask)
+
+
+@triton.jit
+def _load_row_vectors(
+    labels_ptr, t_logit_ptr, t_slope_ptr, r_weight_ptr, g_max_ptr, g_sum_ptr, rows, row_mask, ACC: tl.constexpr
+):
+    """The per-row inputs of :func:`_cos_grad` for a row tile."""
+    label = tl.load(labels_ptr + rows, mask=row_mask, other=-1)
+    t_logit = tl.load(t_logit_ptr + rows, mask=row_mask, other=0.0).to(ACC)
+    t_slope = tl.load(t_slope_ptr + rows, mask=row_mask, other=0.0).to(ACC)
+    r_weight = tl.load(r_weight_ptr + rows, mask=row_mask, other=0.0).to(ACC)
+    g_max = tl.load(g_max_ptr + rows, mask=row_mask, other=0.0).to(ACC)
+    inv_g_sum = 1.0 / tl.load(g_sum_ptr + rows, mask=row_mask, other=1.0).to(ACC)
+    return label, t_logit, t_slope, r_weight, g_max, inv_g_sum
+
+
+@triton.jit
+def _grad_w_kernel(
+    x_ptr,
+    w_ptr,
+    labels_ptr,
+    t_logit_ptr,
+    t_slope_ptr,
+    r_weight_ptr,
+    g_max_ptr,
+    g_sum_ptr,
+    grad_w_ptr,
+    n_rows,
+    n_cols,
+    n_dim,
+    stride_xn,
+    stride_xd,
+    stride_wd,
+    stride_wc,
+    stride_gd,
+    stride_gc,
+    scale,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    ACC: tl.constexpr,
+    MM: tl.constexpr,
+    EPS: tl.constexpr,
+):
+    """``grad_w[dims, cols]`` of class tile ``n`` and ``D`` chunk ``k`` (program ``(n, k)``), over all rows."""
+    cols = (tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
+    col_mask = cols < n_cols
+    dims = (tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)).to(tl.int64)
+    dim_mask = dims < n_dim
+    acc_a = tl.zeros((BLOCK_D, BLOCK_N), ACC)  # A_j = sum_i g_ij a_i x_i, this chunk of D
+    coef = tl.zeros((BLOCK_N,), ACC)  # c_j = sum_i g_ij cos_ij
+    inv_w = tl.zeros((BLOCK_N,), ACC)
+    for r0 in range(0, n_rows, BLOCK_M):
+        rows = (r0 + tl.arange(0, BLOCK_M)).to(tl.int64)
+        row_mask = rows < n_rows
+        label, t_logit, t_slope, r_weight, g_max, inv_g_sum = _load_row_vectors(
+            labels_ptr, t_logit_ptr, t_slope_ptr, r_weight_ptr, g_max_ptr, g_sum_ptr, rows, row_mask, ACC
+        )
+        cos, inv_x, inv_w = _cos_tile(
+            x_ptr, w_ptr, rows, cols, row_mask, col_mask, n_dim, stride_xn, stride_xd, stride_wd, stride_wc,
+            BLOCK_M, BLOCK_N, BLOCK_K, ACC, MM, EPS,
+        )  # fmt: skip
+        g = _cos_grad(cos, cols, row_mask, col_mask, label, t_logit, t_slope, r_weight, g_max, inv_g_sum, scale)
+        coef += tl.sum(g * cos, axis=0)
+        x_t = tl.load(
+            x_ptr + rows[None, :] * stride_xn + dims[:, None] * stride_xd,
+            mask=dim_mask[:, None] & row_mask[None, :],
+            other=0.0,
+        )
+        g_a = g * inv_x[:, None]
+        acc_a = tl.dot(x_t.to(MM), g_a.to(MM), acc_a, input_precision="ieee", out_dtype=ACC)
+    w = tl.load(
+        w_ptr + dims[:, None] * stride_wd + cols[None, :] * stride_wc,
+        mask=dim_mask[:, None] & col_mask[None, :],
+        other=0.0,
+    ).to(ACC)
+    grad = inv_w[None, :] * (acc_a - (coef * inv_w)[None, :] * w)
+    tl.store(
+        grad_w_ptr + dims[:, None] * stride_gd + cols[None, :] * stride_gc,
+        grad.to(grad_w_ptr.dtype.element_ty),
+        mask=dim_mask[:, None] & col_mask[None, :],
+    )
+
+
+@triton.jit
+def _grad_x_kernel(
+    x_ptr,
+    w_ptr,
+    labels_ptr,
+    t_logit_ptr,
+    t_slope_ptr,
+    r_weight_ptr,
+    g_max_ptr,
+    g_sum_ptr,
+    part_b_ptr,
+    part_r_ptr,
+    n_rows,
+    n_cols,
+    n_dim,
+    stride_xn,
+    stride_xd,
+    stride_wd,
+    stride_wc,
+    tiles_per_split,
+    scale,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    ACC: tl.constexpr,
+    MM: tl.constexpr,
+    EPS: tl.constexpr,
+):
+    """Partial ``B[s, rows, dims]`` and ``r[s, rows]`` of row tile ``m`` over split ``s``, for program
+    ``(m, s, k)`` (``k``: the chunk of ``D``); ``part_b`` is ``(S, N, D)`` contiguous, ``part_r`` ``(S, N)``."""
+    split = tl.program_id(1)
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_mask = rows < n_rows
+    rows = rows.to(tl.int64)
+    dim_chunk = tl.program_id(2)
+    dims = (dim_chunk * BLOCK_D + tl.arange(0, BLOCK_D)).to(tl.int64)
+    dim_mask = dims < n_dim
+    label, t_logit, t_slope, r_weight, g_max, inv_g_sum = _load_row_vectors(
+        labels_ptr, t_logit_ptr, t_slope_ptr, r_weight_ptr, g_max_ptr, g_sum_ptr, rows, row_mask, ACC
+    )
+    acc_b = tl.zeros((BLOCK_M, BLOCK_D), ACC)  # B_i = sum_j g_ij b_j W_j, this chunk of D
+    coef = tl.zeros((BLOCK_M,), ACC)  # r_i = sum_j g_ij cos_ij
+    first_col = split * tiles_per_split * BLOCK_N
+    last_col = tl.minimum(first_col + tiles_per_split * BLOCK_N, n_cols)
+    for c0 in range(first_col, last_col, BLOCK_N):
+        cols = (c0 + tl.arange(0, BLOCK_N)).to(tl.int64)
+        col_mask = cols < last_col
+        cos, _, inv_w = _cos_tile(
+            x_ptr, w_ptr, rows, cols, row_mask, col_mask, n_dim, stride_xn, stride_xd, stride_wd, stride_wc,
+            BLOCK_M, BLOCK_N, BLOCK_K, ACC, MM, EPS,
+        )  # fmt: skip
+        g = _cos_grad(cos, cols, row_mask, col_mask, label, t_logit, t_slope, r_weight, g_max, inv_g_sum, scale)
+        coef += tl.sum(g * cos, axis=1)
+        w_t = tl.load(
+            w_ptr + cols[:, None] * stride_wc + dims[None, :] * stride_wd,
+            mask=col_mask[:, None] & dim_mask[None, :],
+            other=0.0,
+        )
+        g_b = g * inv_w[None, :]
+        acc_b = tl.dot(g_b.to(MM), w_t.to(MM), acc_b, input_precision="ieee", out_dtype=ACC)
+    out = (split * n_rows + rows)[:, None] * n_dim + dims[None, :]
+    tl.store(part_b_ptr + out, acc_b, mask=row_mask[:, None] & dim_mask[None, :])
+    tl.store(part_r_ptr + split * n_rows + rows, coef, mask=row_mask & ((rows * 0 + dim_chunk) == 0))
+
+
+@triton.jit
+def _finish_grad_x_kernel(
+    x_ptr,
+    part_b_ptr,
+    part_r_ptr,
+    grad_x_ptr,
+    n_rows,
+    n_dim,
+    n_splits,
+    stride_xn,
+    stride_xd,
+    stride_gn,
+    stride_gd,
+    BLOCK_R: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    ACC: tl.constexpr,
+    EPS: tl.constexpr,
+):
+    """``grad_x = a (B - r a x)`` for ``BLOCK_R`` rows, summing the ``S`` split partials of ``B`` and ``r``."""
+    rows = (tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)).to(tl.int64)
+    row_mask = rows < n_rows
+    offsets = tl.arange(0, BLOCK_D)
+    x_sq = tl.zeros((BLOCK_R,), ACC)
+    for d0 in range(0, n_dim, BLOCK_D):
+        dims = d0 + offsets
+        mask = row_mask[:, None] & (dims < n_dim)[None, :]
+        x = tl.load(x_ptr + rows[:, None] * stride_xn + dims[None, :] * stride_xd, mask=mask, other=0.0).to(ACC)
+        x_sq += tl.sum(x * x, axis=1)
+    inv_x = 1.0 / tl.maximum(tl.sqrt(x_sq), EPS)
+    coef = tl.zeros((BLOCK_R,), ACC)
+    for s in range(n_splits):
+        coef += tl.load(part_r_ptr + s * n_rows + rows, mask=row_mask, other=0.0)
+    for d0 in range(0, n_dim, BLOCK_D):
+        dims = d0 + offsets
+        mask = row_mask[:, None] & (dims < n_dim)[None, :]
+        x = tl.load(x_ptr + rows[:, None] * stride_xn + dims[None, :] * stride_xd, mask=mask, other=0.0).to(ACC)
+        acc_b = tl.zeros((BLOCK_R, BLOCK_D), ACC)
+        for s in range(n_splits):
+            acc_b += tl.load(part_b_ptr + (s * n_rows + rows)[:, None] * n_dim + dims[None, :], mask=mask, other=0.0)
+        grad = inv_x[:, None] * (acc_b - (coef * inv_x)[:, None] * x)
+        tl.store(
+            grad_x_ptr + rows[:, None] * stride_gn + dims[None, :] * stride_gd,
+            grad.to(grad_x_ptr.dtype.element_ty),
+            mask=mask,
+        )
+
+
+class Tiles(NamedTuple):
+    """Launch geometry: tile sizes (powers of two, >= 16 for ``tl.dot``), class splits and warps."""
+
+    block_m: int  # rows per tile
+    block_n: int  # classes per tile
+    block_k: int  # D chunk of the logit dot
+    block_d: int  # D extent of a gradient accumulator (grid axis over D chunks when D > block_d)
+    col_splits: int  # S: class-tile ranges per row tile in the stats and grad_x passes
+    num_warps: int
+
+
+@functools.cache
+def _sm_count(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def _pow2_between(value: int, low: int, high: int) -> int:
+    return max(low, min(high, triton.next_power_of_2(max(value, 1))))
+
+
+def choose_tiles(n_rows: int, n_cols: int, n_dim: int, device: torch.device) -> Tiles:
+    """Tile sizes and splits for an ``(N, D) x (D, C)`` problem on ``device`` (tests monkeypatch this).
+
+    On CUDA (untuned, to be autotuned on an H100): 64 x 64 tiles with a 64-wide D chunk, 32 x 32 when the
+    accumulators span 512 dims (``64 x 512`` float32 is 128 registers per thread at 8 warps), and enough
+    splits for ``PROGRAMS_PER_SM`` programs per SM. Under the interpreter: one split, tiles as small as the
+    problem allows (programs run one after another there).
+    """
+    block_d = _pow2_between(n_dim, 16, MAX_BLOCK_D)
+    n_row_tiles = triton.cdiv(max(n_rows, 1), 64)
+    if device.type == "cuda":
+        block_mn = 64 if block_d <= 256 else 32
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        n_row_tiles = triton.cdiv(max(n_rows, 1), block_mn)
+        splits = max(1, triton.cdiv(PROGRAMS_PER_SM * _sm_count(index), n_row_tiles))
+        return Tiles(block_mn, block_mn, 64, block_d, splits, 8)
+    block_m = _pow2_between(n_rows, 16, 64)
+    block_n = _pow2_between(n_cols, 16, 64)
+    return Tiles(block_m, block_n, _pow2_between(n_dim, 16, 64), block_d, 1, 4)
+
+
+def _interpreted() -> bool:
+    from triton.runtime.interpreter import InterpretedFunction
+
+    return isinstance(_stats_kernel, InterpretedFunction)
+
+
+def _check_inputs(
+    x: Tensor, weight: Tensor, labels: Tensor, vectors: dict[str, Tensor], matmul_dtype: torch.dtype | None
+) -> torch.dtype:
+    """Validate shapes, dtypes and devices; return the accumulation dtype."""
+    if x.dim() != 2 or weight.dim() != 2 or x.shape[1] != weight.shape[0]:
+        raise ValueError(f"x must be (N, D) and weight (D, C), got {tuple(x.shape)} and {tuple(weight.shape)}")
+    for name, tensor in (("x", x), ("weight", weight)):
+        if tensor.dtype not in _TL_DTYPES:
+            raise TypeError(f"{name} must be float16, bfloat16, float32 or float64, got {tensor.dtype}")
+    n, c = x.shape[0], weight.shape[1]
+    if c == 0:
+        raise ValueError("weight has no columns: the softmax over zero classes is undefined")
+    acc = torch.float64 if torch.float64 in (x.dtype, weight.dtype) else torch.float32
+    if matmul_dtype is not None and matmul_dtype not in _TL_DTYPES:
+        raise TypeError(f"matmul_dtype must be a floating dtype tl.dot accepts, got {matmul_dtype}")
+    if labels.shape != (n,) or labels.dtype != torch.int64:
+        raise ValueError(f"labels must be ({n},) int64, got {tuple(labels.shape)} {labels.dtype}")
+    for name, tensor in vectors.items():
+        if tensor.shape != (n,) or tensor.dtype != acc:
+            raise ValueError(f"{name} must be ({n},) {acc}, got {tuple(tensor.shape)} {tensor.dtype}")
+    for name, tensor in (("weight", weight), ("labels", labels), *vectors.items()):
+        if tensor.device != x.device:
+            raise ValueError(f"{name} is on {tensor.device} but x is on {x.device}")
+    if x.device.type != "cuda" and not _interpreted():
+        raise RuntimeError(
+            f"the Triton kernels were compiled for CUDA but x is on {x.device}: set TRITON_INTERPRET=1 before "
+            "arcloss.ops._triton_whole_pass is first imported to run them on CPU tensors"
+        )
+    return acc
+
+
+def _device_guard(device: torch.device) -> contextlib.AbstractContextManager:
+    """Triton launches on the current CUDA device: make it ``device``'s."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
+def whole_pass_margin_ce(
+    x: Tensor,
+    weight: Tensor,
+    labels: Tensor,
+    target_logit: Tensor,
+    target_slope: Tensor,
+    row_weight: Tensor,
+    scale: float,
+    *,
+    want_grad_x: bool,
+    want_grad_w: bool,
+    matmul_dtype: torch.dtype | None,
+    reduce_stats: StatsReducer | None = None,
+) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor]:
+    """Per-row margin cross-entropy and its gradients in one fused pass (see the module docstring).
+
+    Args:
+        x: ``(N, D)`` embeddings (float16/bfloat16/float32/float64), not normalised, any strides.
+        weight: ``(D, C)`` class centres, not normalised, any strides.
+        labels: ``(N,)`` int64 target column in ``[0, C)``, or -1 where the target is in no column here.
+        target_logit: ``(N,)`` ``t_i = s * phi(cos_iy)`` in the accumulation dtype.
+        target_slope: ``(N,)`` ``dt_i / dcos_iy`` (scaled by ``s``), accumulation dtype.
+        row_weight: ``(N,)`` weight of each row's loss in the gradient, accumulation dtype.
+        scale: ``s``; non-target logits are ``s * cos_ij``.
+        want_grad_x, want_grad_w: which gradients to compute.
+        matmul_dtype: dtype of the ``tl.dot`` operands; ``None``: the accumulation dtype.
+        reduce_stats: sharded loss: maps this shard's ``(row_max, row_sum)`` ``(N,)`` to the global ones.
+
+    Returns:
+        ``(loss, grad_x, grad_w, grad_target)``: ``loss`` and ``grad_target = dL/dt`` are ``(N,)`` in the
+        accumulation dtype (float64 if ``x`` or ``weight`` is, else float32); ``grad_x`` ``(N, D)`` in
+        ``x.dtype`` and ``grad_w`` ``(D, C)`` in ``weight.dtype``, or ``None`` where not wanted.
+    """
+    vectors = {"target_logit": target_logit, "target_slope": target_slope, "row_weight": row_weight}
+    acc = _check_inputs(x, weight, labels, vectors, matmul_dtype)
+    n, d = x.shape
+    c = weight.shape[1]
+    device = x.device
+    loss = torch.empty(n, dtype=acc, device=device)
+    grad_target = torch.empty(n, dtype=acc, device=device)
+    grad_x = torch.empty(n, d, dtype=x.dtype, device=device) if want_grad_x else None
+    grad_w = torch.empty(d, c, dtype=weight.dtype, device=device) if want_grad_w else None
+    if n == 0:
+        if grad_w is not None:
+            grad_w.zero_()
+        return loss, grad_x, grad_w, grad_target
+    tiles = choose_tiles(n, c, d, device)
+    n_class_tiles = triton.cdiv(c, tiles.block_n)
+    tiles_per_split = triton.cdiv(n_class_tiles, min(tiles.col_splits, n_class_tiles))
+    splits = triton.cdiv(n_class_tiles, tiles_per_split)  # no empty split: every partial max is finite
+    n_row_tiles = triton.cdiv(n, tiles.block_m)
+    n_dim_chunks = triton.cdiv(d, tiles.block_d)
+    labels, target_logit, target_slope, row_weight = (
+        t.contiguous() for t in (labels, target_logit, target_slope, row_weight)
+    )
+    geometry = {
+        "n_dim": d,
+        "stride_xn": x.stride(0),
+        "stride_xd": x.stride(1),
+        "stride_wd": weight.stride(0),
+        "stride_wc": weight.stride(1),
+    }
+    dot = {
+        "BLOCK_M": tiles.block_m,
+        "BLOCK_N": tiles.block_n,
+        "BLOCK_K": tiles.block_k,
+        "ACC": _TL_DTYPES[acc],
+        "MM": _TL_DTYPES[matmul_dtype or acc],
+        "EPS": NORM_EPS,
+        "num_warps": tiles.num_warps,
+    }
+    row_vectors = (labels, target_logit, target_slope, row_weight)
+    part_max = torch.empty(splits, n, dtype=acc, device=device)
+    part_sum = torch.empty_like(part_max)
+    row_max = torch.empty(n, dtype=acc, device=device)
+    row_sum = torch.empty_like(row_max)
+    vector_grid = (triton.cdiv(n, _ROWS_PER_VECTOR_PROGRAM),)
+    with _device_guard(device):
+        _stats_kernel[(n_row_tiles, splits)](
+            x, weight, labels, target_logit, part_max, part_sum, n, c, **geometry,
+            tiles_per_split=tiles_per_split, scale=scale, **dot,
+        )  # fmt: skip
+        _combine_kernel[vector_grid](
+            part_max, part_sum, row_max, row_sum, target_logit, row_weight, loss, grad_target, n, splits,
+            BLOCK=_ROWS_PER_VECTOR_PROGRAM, ACC=_TL_DTYPES[acc], FINAL=reduce_stats is None,
+        )  # fmt: skip
+    if reduce_stats is not None:
+        row_max, row_sum = (t.to(acc).contiguous() for t in reduce_stats(row_max, row_sum))
+        with _device_guard(device):
+            _loss_kernel[vector_grid](
+                row_max, row_sum, target_logit, row_weight, loss, grad_target, n,
+                BLOCK=_ROWS_PER_VECTOR_PROGRAM, ACC=_TL_DTYPES[acc],
+            )  # fmt: skip
+    with _device_guard(device):
+        if grad_w is not None:
+            _grad_w_kernel[(n_class_tiles, n_dim_chunks)](
+                x, weight, *row_vectors, row_max, row_sum, grad_w, n, c, **geometry,
+                stride_gd=grad_w.stride(0), stride_gc=grad_w.stride(1), scale=scale, BLOCK_D=tiles.block_d, **dot,
+            )  # fmt: skip
+        if grad_x is not None:
+            part_b = torch.empty(splits, n, d, dtype=acc, device=device)
+            part_r = torch.empty(splits, n, dtype=acc, device=device)
+            _grad_x_kernel[(n_row_tiles, splits, n_dim_chunks)](
+                x, weight, *row_vectors, row_max, row_sum, part_b, part_r, n, c, **geometry,
+                tiles_per_split=tiles_per_split, scale=scale, BLOCK_D=tiles.block_d, **dot,
+            )  # fmt: skip
+            _finish_grad_x_kernel[(triton.cdiv(n, _FINISH_ROWS),)](
+                x, part_b, part_r, grad_x, n, d, splits, x.stride(0), x.stride(1), grad_x.stride(0), grad_x.stride(1),
+                BLOCK_R=_FINISH_ROWS, BLOCK_D=min(tiles.block_d, 128), ACC=_TL_DTYPES[acc], EPS=NORM_EPS,
+            )  # fmt: skip
+    return loss, grad_x, grad_w, grad_target
