@@ -79,7 +79,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -560,6 +560,12 @@ def _check_inputs(
     return acc
 
 
+def _launch(kernel: Any, grid: tuple[int, ...]) -> Callable[..., Any]:
+    """``kernel[grid]``: the launcher of a Triton kernel, typed loosely (its constexpr and launch options are
+    checked by Triton, not by the type checker)."""
+    return kernel[grid]
+
+
 def _device_guard(device: torch.device) -> contextlib.AbstractContextManager:
     """Triton launches on the current CUDA device: make it ``device``'s."""
     return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
@@ -643,35 +649,35 @@ def whole_pass_margin_ce(
     row_sum = torch.empty_like(row_max)
     vector_grid = (triton.cdiv(n, _ROWS_PER_VECTOR_PROGRAM),)
     with _device_guard(device):
-        _stats_kernel[(n_row_tiles, splits)](
+        _launch(_stats_kernel, (n_row_tiles, splits))(
             x, weight, labels, target_logit, part_max, part_sum, n, c, **geometry,
             tiles_per_split=tiles_per_split, scale=scale, **dot,
         )  # fmt: skip
-        _combine_kernel[vector_grid](
+        _launch(_combine_kernel, vector_grid)(
             part_max, part_sum, row_max, row_sum, target_logit, row_weight, loss, grad_target, n, splits,
             BLOCK=_ROWS_PER_VECTOR_PROGRAM, ACC=_TL_DTYPES[acc], FINAL=reduce_stats is None,
         )  # fmt: skip
     if reduce_stats is not None:
         row_max, row_sum = (t.to(acc).contiguous() for t in reduce_stats(row_max, row_sum))
         with _device_guard(device):
-            _loss_kernel[vector_grid](
+            _launch(_loss_kernel, vector_grid)(
                 row_max, row_sum, target_logit, row_weight, loss, grad_target, n,
                 BLOCK=_ROWS_PER_VECTOR_PROGRAM, ACC=_TL_DTYPES[acc],
             )  # fmt: skip
     with _device_guard(device):
         if grad_w is not None:
-            _grad_w_kernel[(n_class_tiles, n_dim_chunks)](
+            _launch(_grad_w_kernel, (n_class_tiles, n_dim_chunks))(
                 x, weight, *row_vectors, row_max, row_sum, grad_w, n, c, **geometry,
                 stride_gd=grad_w.stride(0), stride_gc=grad_w.stride(1), scale=scale, BLOCK_D=tiles.block_d, **dot,
             )  # fmt: skip
         if grad_x is not None:
             part_b = torch.empty(splits, n, d, dtype=acc, device=device)
             part_r = torch.empty(splits, n, dtype=acc, device=device)
-            _grad_x_kernel[(n_row_tiles, splits, n_dim_chunks)](
+            _launch(_grad_x_kernel, (n_row_tiles, splits, n_dim_chunks))(
                 x, weight, *row_vectors, row_max, row_sum, part_b, part_r, n, c, **geometry,
                 tiles_per_split=tiles_per_split, scale=scale, BLOCK_D=tiles.block_d, **dot,
             )  # fmt: skip
-            _finish_grad_x_kernel[(triton.cdiv(n, _FINISH_ROWS),)](
+            _launch(_finish_grad_x_kernel, (triton.cdiv(n, _FINISH_ROWS),))(
                 x, part_b, part_r, grad_x, n, d, splits, x.stride(0), x.stride(1), grad_x.stride(0), grad_x.stride(1),
                 BLOCK_R=_FINISH_ROWS, BLOCK_D=min(tiles.block_d, 128), ACC=_TL_DTYPES[acc], EPS=NORM_EPS,
             )  # fmt: skip
