@@ -125,11 +125,12 @@ def _cos_tile(
     BLOCK_K: tl.constexpr,
     ACC: tl.constexpr,
     MM: tl.constexpr,
+    DOT_ACC: tl.constexpr,
     EPS: tl.constexpr,
 ):
     """Cosines ``(BLOCK_M, BLOCK_N)`` of a tile, with ``a = 1/|x_i|`` ``(BLOCK_M,)`` and ``b = 1/|W_j|``
     ``(BLOCK_N,)``, all in ``ACC``. The dot runs in ``MM`` (float32 and float64 as IEEE, not TF32)."""
-    dots = tl.zeros((BLOCK_M, BLOCK_N), ACC)
+    dots = tl.zeros((BLOCK_M, BLOCK_N), DOT_ACC)
     x_sq = tl.zeros((BLOCK_M,), ACC)
     w_sq = tl.zeros((BLOCK_N,), ACC)
     ks = tl.arange(0, BLOCK_K)
@@ -148,10 +149,10 @@ def _cos_tile(
         ).to(ACC)
         x_sq += tl.sum(xk * xk, axis=1)
         w_sq += tl.sum(wk * wk, axis=0)
-        dots = tl.dot(xk.to(MM), wk.to(MM), dots, input_precision="ieee", out_dtype=ACC)
+        dots = tl.dot(xk.to(MM), wk.to(MM), dots, input_precision="ieee", out_dtype=DOT_ACC)
     inv_x = 1.0 / tl.maximum(tl.sqrt(x_sq), EPS)
     inv_w = 1.0 / tl.maximum(tl.sqrt(w_sq), EPS)
-    return dots * inv_x[:, None] * inv_w[None, :], inv_x, inv_w
+    return dots.to(ACC) * inv_x[:, None] * inv_w[None, :], inv_x, inv_w
 
 
 @triton.jit
@@ -186,6 +187,7 @@ def _stats_kernel(
     BLOCK_K: tl.constexpr,
     ACC: tl.constexpr,
     MM: tl.constexpr,
+    DOT_ACC: tl.constexpr,
     EPS: tl.constexpr,
 ):
     """Online row max and ``sum exp(z - max)`` of row tile ``m`` over the class tiles of split ``s``, for
@@ -205,7 +207,7 @@ def _stats_kernel(
         col_mask = cols < last_col
         cos, _, _ = _cos_tile(
             x_ptr, w_ptr, rows, cols, row_mask, col_mask, n_dim, stride_xn, stride_xd, stride_wd, stride_wc,
-            BLOCK_M, BLOCK_N, BLOCK_K, ACC, MM, EPS,
+            BLOCK_M, BLOCK_N, BLOCK_K, ACC, MM, DOT_ACC, EPS,
         )  # fmt: skip
         z = tl.where(cols[None, :] == label[:, None], t_logit[:, None], scale * cos)
         z = tl.where(col_mask[None, :], z, float("-inf"))
@@ -327,6 +329,7 @@ def _grad_w_kernel(
     BLOCK_D: tl.constexpr,
     ACC: tl.constexpr,
     MM: tl.constexpr,
+    DOT_ACC: tl.constexpr,
     EPS: tl.constexpr,
 ):
     """``grad_w[dims, cols]`` of class tile ``n`` and ``D`` chunk ``k`` (program ``(n, k)``), over all rows."""
@@ -334,7 +337,7 @@ def _grad_w_kernel(
     col_mask = cols < n_cols
     dims = (tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)).to(tl.int64)
     dim_mask = dims < n_dim
-    acc_a = tl.zeros((BLOCK_D, BLOCK_N), ACC)  # A_j = sum_i g_ij a_i x_i, this chunk of D
+    acc_a = tl.zeros((BLOCK_D, BLOCK_N), DOT_ACC)  # A_j = sum_i g_ij a_i x_i, this chunk of D
     coef = tl.zeros((BLOCK_N,), ACC)  # c_j = sum_i g_ij cos_ij
     inv_w = tl.zeros((BLOCK_N,), ACC)
     for r0 in range(0, n_rows, BLOCK_M):
@@ -345,7 +348,7 @@ def _grad_w_kernel(
         )
         cos, inv_x, inv_w = _cos_tile(
             x_ptr, w_ptr, rows, cols, row_mask, col_mask, n_dim, stride_xn, stride_xd, stride_wd, stride_wc,
-            BLOCK_M, BLOCK_N, BLOCK_K, ACC, MM, EPS,
+            BLOCK_M, BLOCK_N, BLOCK_K, ACC, MM, DOT_ACC, EPS,
         )  # fmt: skip
         g = _cos_grad(cos, cols, row_mask, col_mask, label, t_logit, t_slope, r_weight, g_max, inv_g_sum, scale)
         coef += tl.sum(g * cos, axis=0)
@@ -355,13 +358,13 @@ def _grad_w_kernel(
             other=0.0,
         )
         g_a = g * inv_x[:, None]
-        acc_a = tl.dot(x_t.to(MM), g_a.to(MM), acc_a, input_precision="ieee", out_dtype=ACC)
+        acc_a = tl.dot(x_t.to(MM), g_a.to(MM), acc_a, input_precision="ieee", out_dtype=DOT_ACC)
     w = tl.load(
         w_ptr + dims[:, None] * stride_wd + cols[None, :] * stride_wc,
         mask=dim_mask[:, None] & col_mask[None, :],
         other=0.0,
     ).to(ACC)
-    grad = inv_w[None, :] * (acc_a - (coef * inv_w)[None, :] * w)
+    grad = inv_w[None, :] * (acc_a.to(ACC) - (coef * inv_w)[None, :] * w)
     tl.store(
         grad_w_ptr + dims[:, None] * stride_gd + cols[None, :] * stride_gc,
         grad.to(grad_w_ptr.dtype.element_ty),
@@ -396,6 +399,7 @@ def _grad_x_kernel(
     BLOCK_D: tl.constexpr,
     ACC: tl.constexpr,
     MM: tl.constexpr,
+    DOT_ACC: tl.constexpr,
     EPS: tl.constexpr,
 ):
     """Partial ``B[s, rows, dims]`` and ``r[s, rows]`` of row tile ``m`` over split ``s``, for program
@@ -410,7 +414,7 @@ def _grad_x_kernel(
     label, t_logit, t_slope, r_weight, g_max, inv_g_sum = _load_row_vectors(
         labels_ptr, t_logit_ptr, t_slope_ptr, r_weight_ptr, g_max_ptr, g_sum_ptr, rows, row_mask, ACC
     )
-    acc_b = tl.zeros((BLOCK_M, BLOCK_D), ACC)  # B_i = sum_j g_ij b_j W_j, this chunk of D
+    acc_b = tl.zeros((BLOCK_M, BLOCK_D), DOT_ACC)  # B_i = sum_j g_ij b_j W_j, this chunk of D
     coef = tl.zeros((BLOCK_M,), ACC)  # r_i = sum_j g_ij cos_ij
     first_col = split * tiles_per_split * BLOCK_N
     last_col = tl.minimum(first_col + tiles_per_split * BLOCK_N, n_cols)
@@ -419,7 +423,7 @@ def _grad_x_kernel(
         col_mask = cols < last_col
         cos, _, inv_w = _cos_tile(
             x_ptr, w_ptr, rows, cols, row_mask, col_mask, n_dim, stride_xn, stride_xd, stride_wd, stride_wc,
-            BLOCK_M, BLOCK_N, BLOCK_K, ACC, MM, EPS,
+            BLOCK_M, BLOCK_N, BLOCK_K, ACC, MM, DOT_ACC, EPS,
         )  # fmt: skip
         g = _cos_grad(cos, cols, row_mask, col_mask, label, t_logit, t_slope, r_weight, g_max, inv_g_sum, scale)
         coef += tl.sum(g * cos, axis=1)
@@ -429,9 +433,9 @@ def _grad_x_kernel(
             other=0.0,
         )
         g_b = g * inv_w[None, :]
-        acc_b = tl.dot(g_b.to(MM), w_t.to(MM), acc_b, input_precision="ieee", out_dtype=ACC)
+        acc_b = tl.dot(g_b.to(MM), w_t.to(MM), acc_b, input_precision="ieee", out_dtype=DOT_ACC)
     out = (split * n_rows + rows)[:, None] * n_dim + dims[None, :]
-    tl.store(part_b_ptr + out, acc_b, mask=row_mask[:, None] & dim_mask[None, :])
+    tl.store(part_b_ptr + out, acc_b.to(ACC), mask=row_mask[:, None] & dim_mask[None, :])
     tl.store(part_r_ptr + split * n_rows + rows, coef, mask=row_mask & ((rows * 0 + dim_chunk) == 0))
 
 
@@ -618,6 +622,7 @@ def whole_pass_margin_ce(
             grad_w.zero_()
         return loss, grad_x, grad_w, grad_target
     tiles = choose_tiles(n, c, d, device)
+    mm = matmul_dtype or acc
     n_class_tiles = triton.cdiv(c, tiles.block_n)
     tiles_per_split = triton.cdiv(n_class_tiles, min(tiles.col_splits, n_class_tiles))
     splits = triton.cdiv(n_class_tiles, tiles_per_split)  # no empty split: every partial max is finite
@@ -638,7 +643,8 @@ def whole_pass_margin_ce(
         "BLOCK_N": tiles.block_n,
         "BLOCK_K": tiles.block_k,
         "ACC": _TL_DTYPES[acc],
-        "MM": _TL_DTYPES[matmul_dtype or acc],
+        "MM": _TL_DTYPES[mm],
+        "DOT_ACC": tl.float64 if mm == torch.float64 else tl.float32,
         "EPS": NORM_EPS,
         "num_warps": tiles.num_warps,
     }
