@@ -1,0 +1,351 @@
+"""The whole-pass fused Triton engine (:mod:`arcloss.ops._triton_whole_pass`) against a dense float64 reference.
+
+The reference is independent of arcloss: it builds the ``(N, C)`` logits, replaces the target column by the
+given target logit (with the given slope in ``cos_iy``, through a ``detach`` trick), and differentiates
+``sum_i row_weight_i * loss_i`` with autograd. Without CUDA the kernels run through Triton's interpreter, so
+shapes are tiny; a monkeypatched :func:`choose_tiles` with 16-wide tiles makes every dimension span several
+tiles (rows, classes, the D loop of the dot, the D chunks of the gradient accumulators) and two class splits.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+# Must precede the first import of triton: triton.jit reads it when the kernels are defined.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import math
+from collections.abc import Callable
+
+import pytest
+import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+
+pytest.importorskip("triton")
+
+from arcloss.ops import _triton_whole_pass as wp  # noqa: E402
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+SCALE = 64.0
+MARGIN = 0.5
+SMALL_TILES = wp.Tiles(block_m=16, block_n=16, block_k=16, block_d=16, col_splits=2, num_warps=4)
+# (N, C, D, labels, tiles): not multiples of the tiles, labels -1 and at both ends of [0, C); the second case
+# spans 3 row tiles, 3 class tiles in 2 splits, 3 chunks of D in the dot and 3 in the accumulators.
+CASES = {
+    "one-tile": (5, 37, 24, [0, 36, -1, 5, 17], None),
+    "multi-tile": (33, 37, 40, [i * 7 % 37 if i % 5 else -1 for i in range(33)], SMALL_TILES),
+}
+
+
+def make_case(n: int, c: int, d: int, labels: list[int], seed: int = 0) -> dict[str, torch.Tensor]:
+    """float64 inputs: embeddings and centres of varied norms, rows 1 and 2 within ~1e-4 of ``+W_y`` and
+    ``-W_y`` (cosines near +-1), ArcFace target logits and slopes (CosFace ones near +-1, where ArcFace's
+    slope ``sin(theta + m) / sin(theta)`` is unbounded), non-uniform row weights."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g, dtype=torch.float64) * (0.5 + 2 * torch.rand(n, 1, generator=g))
+    w = torch.randn(d, c, generator=g, dtype=torch.float64) * (0.5 + 2 * torch.rand(1, c, generator=g))
+    lab = torch.tensor(labels, dtype=torch.int64)
+    for row, sign in ((1, 1.0), (2, -1.0)):
+        if row < n and lab[row] >= 0:
+            x[row] = sign * 3 * w[:, lab[row]] + 1e-4 * torch.randn(d, generator=g, dtype=torch.float64)
+    cos = F.normalize(x, dim=1) @ F.normalize(w, dim=0)
+    cos_y = torch.where(lab >= 0, cos.gather(1, lab.clamp_min(0)[:, None])[:, 0], 2 * torch.rand(n, generator=g) - 1)
+    theta = torch.arccos(cos_y.clamp(-1, 1))
+    arc = theta.sin() > 0.1
+    t = torch.where(arc, torch.cos(theta + MARGIN), cos_y - 0.35) * SCALE
+    slope = torch.where(arc, torch.sin(theta + MARGIN) / theta.sin().clamp_min(0.1), torch.ones_like(cos_y)) * SCALE
+    rw = 0.2 + torch.rand(n, generator=g, dtype=torch.float64)
+    return {"x": x, "weight": w, "labels": lab, "target_logit": t, "target_slope": slope, "row_weight": rw}
+
+
+def cast(case: dict[str, torch.Tensor], x_dtype: torch.dtype, w_dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """The case on ``DEVICE`` with ``x`` in ``x_dtype``, ``weight`` in ``w_dtype`` and the row vectors in the
+    accumulation dtype."""
+    acc = torch.float64 if torch.float64 in (x_dtype, w_dtype) else torch.float32
+    dtypes = {"x": x_dtype, "weight": w_dtype, "labels": torch.int64}
+    return {name: t.to(device=DEVICE, dtype=dtypes.get(name, acc)) for name, t in case.items()}
+
+
+def reference(case: dict[str, torch.Tensor], dtype: torch.dtype = torch.float64):
+    """Dense ``(loss, grad_x, grad_w, grad_target)`` by autograd in ``dtype``; ``grad_target`` of a row with
+    label -1 is the engine's convention ``rw (exp(t - logsumexp) - 1)`` (its ``t`` is in no column)."""
+    x = case["x"].to(dtype).detach().requires_grad_()
+    w = case["weight"].to(dtype).detach().requires_grad_()
+    t = case["target_logit"].to(dtype).detach().requires_grad_()
+    slope, rw, labels = case["target_slope"].to(dtype), case["row_weight"].to(dtype), case["labels"]
+    cos = (x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)) @ (w / w.norm(dim=0, keepdim=True).clamp_min(1e-12))
+    has = labels >= 0
+    cols = labels.clamp_min(0)
+    cos_y = cos.gather(1, cols[:, None])[:, 0]
+    z_y = t + slope * (cos_y - cos_y.detach())  # value t, slope d z_y / d cos_y = target_slope
+    is_target = F.one_hot(cols, cos.shape[1]).bool() & has[:, None]
+    lse = torch.logsumexp(torch.where(is_target, z_y[:, None], SCALE * cos), dim=1)
+    loss = lse - torch.where(has, z_y, t)
+    (loss * rw).sum().backward()
+    assert x.grad is not None and w.grad is not None and t.grad is not None
+    grad_t = torch.where(has, t.grad, rw * (torch.exp(t - lse) - 1)).detach()
+    return loss.detach(), x.grad, w.grad, grad_t
+
+
+def run(case: dict[str, torch.Tensor], **kwargs):
+    options = {"want_grad_x": True, "want_grad_w": True, "matmul_dtype": None, **kwargs}
+    return wp.whole_pass_margin_ce(
+        case["x"], case["weight"], case["labels"], case["target_logit"], case["target_slope"], case["row_weight"],
+        SCALE, **options,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def tiles(monkeypatch) -> Callable[[wp.Tiles | None], None]:
+    def use(choice: wp.Tiles | None) -> None:
+        if choice is not None:
+            monkeypatch.setattr(wp, "choose_tiles", lambda *args: choice)
+
+    return use
+
+
+def assert_fp64_close(actual: torch.Tensor, expected: torch.Tensor) -> None:
+    assert actual.dtype == expected.dtype == torch.float64
+    torch.testing.assert_close(actual, expected, rtol=1e-10, atol=1e-12 * max(1.0, expected.abs().max().item()))
+
+
+NAMES = ("loss", "grad_x", "grad_w", "grad_target")
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_float64_matches_reference(name, tiles):
+    n, c, d, labels, choice = CASES[name]
+    tiles(choice)
+    case = cast(make_case(n, c, d, labels), torch.float64, torch.float64)
+    got = run(case)
+    for what, a, b in zip(NAMES, got, reference(case), strict=True):
+        assert a is not None, what
+        assert_fp64_close(a, b)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_float32_within_torch_float32_error(name, tiles):
+    """float32 inputs, float32 accumulation and IEEE float32 dots: the error against the float64 reference of
+    the same (float32-rounded) inputs is within a small multiple of dense PyTorch float32's own error."""
+    n, c, d, labels, choice = CASES[name]
+    tiles(choice)
+    case = cast(make_case(n, c, d, labels, seed=1), torch.float32, torch.float32)
+    got = run(case)
+    exact = reference(case)
+    torch_fp32 = reference(case, torch.float32)
+    eps = torch.finfo(torch.float32).eps
+    for what, a, ref, b in zip(NAMES, got, exact, torch_fp32, strict=True):
+        assert a is not None and a.dtype == torch.float32, what
+        err = (a.double() - ref).abs().max().item()
+        err_torch = (b.double() - ref).abs().max().item()
+        assert err <= 4 * err_torch + 8 * eps * ref.abs().max().item(), (what, err, err_torch)
+
+
+def test_reduced_precision_matmul(tiles):
+    """float16 embeddings with float16 dots (the structure of the bfloat16 path, which the interpreter's
+    ``tl.dot`` does not emulate reliably) and float64 inputs with float32 dots: output dtypes, and errors of
+    the order of the operands' rounding."""
+    n, c, d, labels, choice = CASES["multi-tile"]
+    tiles(choice)
+    base = make_case(n, c, d, labels, seed=2)
+    half = cast(base, torch.float16, torch.float32)
+    loss, grad_x, grad_w, grad_t = run(half, matmul_dtype=torch.float16)
+    assert grad_x is not None and grad_w is not None
+    assert (loss.dtype, grad_x.dtype, grad_w.dtype, grad_t.dtype) == (torch.float32, torch.float16) + (torch.float32,) * 2
+    for what, a, ref in zip(NAMES, (loss, grad_x, grad_w, grad_t), reference(half), strict=True):
+        err = (a.double() - ref).abs().max().item()
+        assert err <= 1e-2 * ref.abs().max().item(), (what, err)
+    double = cast(base, torch.float64, torch.float64)
+    for what, a, ref in zip(NAMES, run(double, matmul_dtype=torch.float32), reference(double), strict=True):
+        assert a is not None and a.dtype == torch.float64, what
+        err = (a - ref).abs().max().item()
+        assert err <= 1e-5 * ref.abs().max().item(), (what, err)
+
+
+@pytest.mark.parametrize(("want_grad_x", "want_grad_w"), [(False, False), (True, False), (False, True)])
+def test_gradient_flags(want_grad_x, want_grad_w, tiles):
+    """Unwanted gradients are ``None``; the others are bit-identical to those of a full call."""
+    n, c, d, labels, choice = CASES["multi-tile"]
+    tiles(choice)
+    case = cast(make_case(n, c, d, labels, seed=3), torch.float64, torch.float64)
+    full = run(case)
+    got = run(case, want_grad_x=want_grad_x, want_grad_w=want_grad_w)
+    assert (got[1] is not None, got[2] is not None) == (want_grad_x, want_grad_w)
+    for a, b in zip(got, full, strict=True):
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def shard(case: dict[str, torch.Tensor], cols: slice) -> dict[str, torch.Tensor]:
+    """The columns ``cols`` of the classes, labels relative to them (-1 where another shard owns the target)."""
+    start, stop = cols.start, cols.stop
+    labels = case["labels"]
+    local = torch.where((labels >= start) & (labels < stop), labels - start, -1)
+    return {**case, "weight": case["weight"][:, cols], "labels": local}
+
+
+def combine(stats: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The all-reduce of per-shard ``(row_max, row_sum)``."""
+    row_max = torch.stack([m for m, _ in stats]).amax(0)
+    return row_max, sum(s * torch.exp(m - row_max) for m, s in stats)  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_two_shards_reproduce_one(dtype, tiles):
+    """C split into two column ranges; each shard's ``reduce_stats`` combines its own statistics with the
+    other shard's (captured by a loss-only call). Each shard's loss and dL/dt are the global ones, the sum of
+    the shards' grad_x and the concatenation of their grad_w the single-process gradients; every row's target
+    (labels -1 included, on the shard that does not own it) enters the global sum exactly once."""
+    n, c, d, labels, choice = CASES["multi-tile"]
+    tiles(choice)
+    case = cast(make_case(n, c, d, labels, seed=4), dtype, dtype)
+    shards = [shard(case, slice(0, 20)), shard(case, slice(20, c))]
+    local: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def capture(row_max: torch.Tensor, row_sum: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        local.append((row_max.clone(), row_sum.clone()))
+        return row_max, row_sum
+
+    for part in shards:
+        run(part, want_grad_x=False, want_grad_w=False, reduce_stats=capture)
+    outputs = []
+    for k, part in enumerate(shards):
+
+        def reduce(row_max, row_sum, k=k):
+            torch.testing.assert_close((row_max, row_sum), local[k], rtol=0, atol=0)
+            return combine(local)
+
+        outputs.append(run(part, reduce_stats=reduce))
+    (loss0, gx0, gw0, gt0), (loss1, gx1, gw1, gt1) = outputs
+    assert gx0 is not None and gx1 is not None and gw0 is not None and gw1 is not None
+    merged = (loss0, gx0 + gx1, torch.cat([gw0, gw1], dim=1), gt0)
+    torch.testing.assert_close((loss1, gt1), (loss0, gt0), rtol=0, atol=0)
+    if dtype == torch.float64:
+        for a, b in zip(merged, reference(case), strict=True):
+            assert_fp64_close(a, b)
+    else:
+        single = run(case)
+        for what, a, b in zip(NAMES, merged, single, strict=True):
+            assert b is not None
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * b.abs().max().item(), msg=what)
+
+
+def test_strided_inputs(tiles):
+    """``x`` and ``weight`` as transposed views (``weight`` in nn.Linear's ``(C, D)`` storage)."""
+    n, c, d, labels, choice = CASES["multi-tile"]
+    tiles(choice)
+    case = cast(make_case(n, c, d, labels, seed=5), torch.float64, torch.float64)
+    strided = {**case, "x": case["x"].t().contiguous().t(), "weight": case["weight"].t().contiguous().t()}
+    assert not strided["x"].is_contiguous() and not strided["weight"].is_contiguous()
+    for a, b in zip(run(strided), reference(case), strict=True):
+        assert a is not None
+        assert_fp64_close(a, b)
+
+
+class _TorchOps(TorchDispatchMode):
+    """Records the PyTorch ops run while active and not paused (allocations aside)."""
+
+    ALLOCATIONS = frozenset({"empty", "empty_like", "empty_strided"})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[str] = []
+        self.paused = False
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        if not self.paused and name not in self.ALLOCATIONS:
+            self.ops.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+class _CountingKernel:
+    """Stands in for a Triton kernel: records each launch, and pauses the op recorder while it runs."""
+
+    def __init__(self, name: str, kernel, launches: list[str], recorder: _TorchOps) -> None:
+        self.name, self.kernel, self.launches, self.recorder = name, kernel, launches, recorder
+
+    def __getitem__(self, grid):
+        launcher = self.kernel[grid]
+
+        def launch(*args, **kwargs):
+            self.launches.append(self.name)
+            self.recorder.paused = True
+            try:
+                return launcher(*args, **kwargs)
+            finally:
+                self.recorder.paused = False
+
+        return launch
+
+
+MAX_LAUNCHES = 6  # stats + combine, the sharded loss, grad_w, grad_x + its finish: see the module docstring
+
+
+@pytest.mark.parametrize(
+    ("sharded", "want_grads", "expected"),
+    [
+        (False, True, ["_stats_kernel", "_combine_kernel", "_grad_w_kernel", "_grad_x_kernel", "_finish_grad_x_kernel"]),
+        (True, True, ["_stats_kernel", "_combine_kernel", "_loss_kernel", "_grad_w_kernel", "_grad_x_kernel",
+                      "_finish_grad_x_kernel"]),
+        (False, False, ["_stats_kernel", "_combine_kernel"]),
+    ],
+)  # fmt: skip
+def test_launch_count(sharded, want_grads, expected, monkeypatch):
+    """Kernel launches per call, counted by wrapping every ``*_kernel`` of the module, and no PyTorch compute op
+    of the engine's own (allocations aside; the caller's ``reduce_stats`` is not the engine's)."""
+    n, c, d, labels, _ = CASES["one-tile"]
+    case = cast(make_case(n, c, d, labels), torch.float32, torch.float32)
+    recorder = _TorchOps()
+    launches: list[str] = []
+    for name, kernel in list(vars(wp).items()):
+        if name.endswith("_kernel"):
+            monkeypatch.setattr(wp, name, _CountingKernel(name, kernel, launches, recorder))
+
+    def reduce(row_max, row_sum):
+        recorder.paused = True
+        try:
+            return row_max.clone(), row_sum.clone()
+        finally:
+            recorder.paused = False
+
+    with recorder:
+        run(case, want_grad_x=want_grads, want_grad_w=want_grads, reduce_stats=reduce if sharded else None)
+    assert launches == expected
+    assert len(launches) <= MAX_LAUNCHES
+    assert recorder.ops == []
+
+
+def test_no_rows():
+    case = cast(make_case(1, 7, 16, [3]), torch.float32, torch.float32)
+    empty = {k: v[:0] if k != "weight" else v for k, v in case.items()}
+    loss, grad_x, grad_w, grad_t = run(empty)
+    assert loss.shape == grad_t.shape == (0,) and grad_x is not None and grad_x.shape == (0, 16)
+    assert grad_w is not None and grad_w.shape == (16, 7) and not grad_w.any()
+
+
+def test_rejects_bad_inputs():
+    case = cast(make_case(3, 7, 16, [0, -1, 6]), torch.float32, torch.float32)
+    with pytest.raises(ValueError, match="labels"):
+        run({**case, "labels": case["labels"].int()})
+    with pytest.raises(ValueError, match="target_slope"):
+        run({**case, "target_slope": case["target_slope"].double()})
+    with pytest.raises(ValueError, match="row_weight"):
+        run({**case, "row_weight": case["row_weight"][:2]})
+    with pytest.raises(ValueError, match="weight must be"):
+        run({**case, "weight": case["weight"][:8]})
+    with pytest.raises(ValueError, match="no columns"):
+        run({**case, "weight": case["weight"][:, :0]})
+    with pytest.raises(TypeError, match="x must be"):
+        run({**case, "x": case["x"].int()})
+
+
+def test_choose_tiles_cpu():
+    t = wp.choose_tiles(5, 37, 24, torch.device("cpu"))
+    assert t == wp.Tiles(block_m=16, block_n=64, block_k=32, block_d=32, col_splits=1, num_warps=4)
+    big = wp.choose_tiles(1000, 10**5, 2048, torch.device("cpu"))
+    assert (big.block_m, big.block_n, big.block_k, big.block_d) == (64, 64, 64, wp.MAX_BLOCK_D)
+    assert math.log2(big.block_d).is_integer()
