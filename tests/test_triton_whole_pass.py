@@ -22,11 +22,13 @@ from collections.abc import Callable
 
 import pytest
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch.utils._python_dispatch import TorchDispatchMode
 
 pytest.importorskip("triton")
 
-from arcloss.ops import _triton_whole_pass as wp  # noqa: E402
+from arcloss.ops import _triton_whole_pass as wp
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 SCALE = 64.0
@@ -154,7 +156,9 @@ def test_reduced_precision_matmul(tiles):
     half = cast(base, torch.float16, torch.float32)
     loss, grad_x, grad_w, grad_t = run(half, matmul_dtype=torch.float16)
     assert grad_x is not None and grad_w is not None
-    assert (loss.dtype, grad_x.dtype, grad_w.dtype, grad_t.dtype) == (torch.float32, torch.float16) + (torch.float32,) * 2
+    assert (loss.dtype, grad_x.dtype, grad_w.dtype, grad_t.dtype) == (torch.float32, torch.float16) + (
+        torch.float32,
+    ) * 2
     for what, a, ref in zip(NAMES, (loss, grad_x, grad_w, grad_t), reference(half), strict=True):
         err = (a.double() - ref).abs().max().item()
         assert err <= 1e-2 * ref.abs().max().item(), (what, err)
@@ -177,6 +181,28 @@ def test_gradient_flags(want_grad_x, want_grad_w, tiles):
     for a, b in zip(got, full, strict=True):
         if a is not None:
             torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@settings(max_examples=8, deadline=None)
+@given(
+    n=st.integers(1, 20),
+    c=st.integers(1, 40),
+    d=st.integers(1, 36),
+    splits=st.integers(1, 3),
+    block_k=st.sampled_from([16, 32]),
+    data=st.data(),
+)
+def test_random_shapes_match_reference(n, c, d, splits, block_k, data):
+    """Any shape (one class, one dimension, one row included), labels, split count and D chunking; float64."""
+    labels = data.draw(st.lists(st.integers(-1, c - 1), min_size=n, max_size=n))
+    case = cast(make_case(n, c, d, labels, seed=data.draw(st.integers(0, 2**16))), torch.float64, torch.float64)
+    choice = wp.Tiles(block_m=16, block_n=16, block_k=block_k, block_d=16, col_splits=splits, num_warps=4)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(wp, "choose_tiles", lambda *args: choice)
+        got = run(case)
+    for a, b in zip(got, reference(case), strict=True):
+        assert a is not None
+        assert_fp64_close(a, b)
 
 
 def shard(case: dict[str, torch.Tensor], cols: slice) -> dict[str, torch.Tensor]:
@@ -285,15 +311,14 @@ class _CountingKernel:
 MAX_LAUNCHES = 6  # stats + combine, the sharded loss, grad_w, grad_x + its finish: see the module docstring
 
 
+FORWARD = ["_stats_kernel", "_combine_kernel"]
+BACKWARD = ["_grad_w_kernel", "_grad_x_kernel", "_finish_grad_x_kernel"]
+
+
 @pytest.mark.parametrize(
     ("sharded", "want_grads", "expected"),
-    [
-        (False, True, ["_stats_kernel", "_combine_kernel", "_grad_w_kernel", "_grad_x_kernel", "_finish_grad_x_kernel"]),
-        (True, True, ["_stats_kernel", "_combine_kernel", "_loss_kernel", "_grad_w_kernel", "_grad_x_kernel",
-                      "_finish_grad_x_kernel"]),
-        (False, False, ["_stats_kernel", "_combine_kernel"]),
-    ],
-)  # fmt: skip
+    [(False, True, FORWARD + BACKWARD), (True, True, [*FORWARD, "_loss_kernel", *BACKWARD]), (False, False, FORWARD)],
+)
 def test_launch_count(sharded, want_grads, expected, monkeypatch):
     """Kernel launches per call, counted by wrapping every ``*_kernel`` of the module, and no PyTorch compute op
     of the engine's own (allocations aside; the caller's ``reduce_stats`` is not the engine's)."""
@@ -335,7 +360,7 @@ def test_rejects_bad_inputs():
         run({**case, "target_slope": case["target_slope"].double()})
     with pytest.raises(ValueError, match="row_weight"):
         run({**case, "row_weight": case["row_weight"][:2]})
-    with pytest.raises(ValueError, match="weight must be"):
+    with pytest.raises(ValueError, match=r"weight \(D, C\)"):
         run({**case, "weight": case["weight"][:8]})
     with pytest.raises(ValueError, match="no columns"):
         run({**case, "weight": case["weight"][:, :0]})

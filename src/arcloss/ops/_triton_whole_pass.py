@@ -533,6 +533,9 @@ def _interpreted() -> bool:
     return isinstance(_stats_kernel, InterpretedFunction)
 
 
+_INTERPRETED = _interpreted()  # at import: triton.jit chose the interpreter (TRITON_INTERPRET=1) or CUDA
+
+
 def _check_inputs(
     x: Tensor, weight: Tensor, labels: Tensor, vectors: dict[str, Tensor], matmul_dtype: torch.dtype | None
 ) -> torch.dtype:
@@ -556,7 +559,7 @@ def _check_inputs(
     for name, tensor in (("weight", weight), ("labels", labels), *vectors.items()):
         if tensor.device != x.device:
             raise ValueError(f"{name} is on {tensor.device} but x is on {x.device}")
-    if x.device.type != "cuda" and not _interpreted():
+    if x.device.type != "cuda" and not _INTERPRETED:
         raise RuntimeError(
             f"the Triton kernels were compiled for CUDA but x is on {x.device}: set TRITON_INTERPRET=1 before "
             "arcloss.ops._triton_whole_pass is first imported to run them on CPU tensors"
