@@ -90,11 +90,13 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only where triton is absent
     raise ImportError("arcloss's Triton whole-pass engine needs triton: pip install 'arcloss[triton]'") from exc
 
-__all__ = ["Tiles", "choose_tiles", "whole_pass_margin_ce"]
+__all__ = ["Tiles", "choose_tiles", "cuda_tiles", "whole_pass_margin_ce"]
 
 NORM_EPS = 1e-12  # as torch.nn.functional.normalize
 PROGRAMS_PER_SM = 4
-MAX_BLOCK_D = 512  # largest D extent of a gradient accumulator in registers (beyond: a grid axis over D)
+# Largest D extent of a gradient accumulator in registers, by dot operand dtype; beyond it the gradient kernels
+# get a grid axis over chunks of D (and recompute the logits once per chunk).
+MAX_BLOCK_D = {torch.float16: 512, torch.bfloat16: 512, torch.float32: 256, torch.float64: 128}
 _ROWS_PER_VECTOR_PROGRAM = 1024
 _FINISH_ROWS = 16
 _TL_DTYPES = {
@@ -506,25 +508,38 @@ def _pow2_between(value: int, low: int, high: int) -> int:
     return max(low, min(high, triton.next_power_of_2(max(value, 1))))
 
 
-def choose_tiles(n_rows: int, n_cols: int, n_dim: int, device: torch.device) -> Tiles:
-    """Tile sizes and splits for an ``(N, D) x (D, C)`` problem on ``device`` (tests monkeypatch this).
+def cuda_tiles(n_rows: int, n_cols: int, n_dim: int, mm_dtype: torch.dtype, sm_count: int) -> Tiles:
+    """The CUDA launch geometry (untuned: a starting point for autotuning on an H100).
 
-    On CUDA (untuned, to be autotuned on an H100): 64 x 64 tiles with a 64-wide D chunk, 32 x 32 when the
-    accumulators span 512 dims (``64 x 512`` float32 is 128 registers per thread at 8 warps), and enough
-    splits for ``PROGRAMS_PER_SM`` programs per SM. Under the interpreter: one split, tiles as small as the
-    problem allows (programs run one after another there).
+    8 warps; ``block_d`` up to ``MAX_BLOCK_D[mm_dtype]``; 64 x 64 tiles for 2-byte dots with ``D <= 128``,
+    32 x 32 otherwise, a 32-wide ``D`` chunk in the dot: the largest tiles that compile for sm_90 without
+    register spills (checked with ``cuobjdump -res-usage`` on ahead-of-time builds, see the tests). Splits: enough
+    for ``PROGRAMS_PER_SM`` programs per SM in the stats and ``grad_x`` passes, at most one per class tile.
     """
-    block_d = _pow2_between(n_dim, 16, MAX_BLOCK_D)
-    n_row_tiles = triton.cdiv(max(n_rows, 1), 64)
+    block_d = _pow2_between(n_dim, 16, MAX_BLOCK_D[mm_dtype])
+    block_mn = 64 if mm_dtype.itemsize == 2 and block_d <= 128 else 32
+    n_row_tiles = triton.cdiv(max(n_rows, 1), block_mn)
+    n_class_tiles = triton.cdiv(max(n_cols, 1), block_mn)
+    splits = min(n_class_tiles, max(1, triton.cdiv(PROGRAMS_PER_SM * sm_count, n_row_tiles)))
+    return Tiles(block_mn, block_mn, 32, block_d, splits, 8)
+
+
+def choose_tiles(n_rows: int, n_cols: int, n_dim: int, mm_dtype: torch.dtype, device: torch.device) -> Tiles:
+    """Tile sizes and splits for an ``(N, D) x (D, C)`` problem with ``tl.dot`` operands in ``mm_dtype`` on
+    ``device`` (tests monkeypatch this). CUDA: :func:`cuda_tiles`. Under the interpreter: one split, tiles as
+    large as the problem (up to 64) since programs run one after another there.
+    """
     if device.type == "cuda":
-        block_mn = 64 if block_d <= 256 else 32
         index = device.index if device.index is not None else torch.cuda.current_device()
-        n_row_tiles = triton.cdiv(max(n_rows, 1), block_mn)
-        splits = max(1, triton.cdiv(PROGRAMS_PER_SM * _sm_count(index), n_row_tiles))
-        return Tiles(block_mn, block_mn, 64, block_d, splits, 8)
-    block_m = _pow2_between(n_rows, 16, 64)
-    block_n = _pow2_between(n_cols, 16, 64)
-    return Tiles(block_m, block_n, _pow2_between(n_dim, 16, 64), block_d, 1, 4)
+        return cuda_tiles(n_rows, n_cols, n_dim, mm_dtype, _sm_count(index))
+    return Tiles(
+        _pow2_between(n_rows, 16, 64),
+        _pow2_between(n_cols, 16, 64),
+        _pow2_between(n_dim, 16, 64),
+        _pow2_between(n_dim, 16, MAX_BLOCK_D[mm_dtype]),
+        1,
+        4,
+    )
 
 
 def _interpreted() -> bool:
@@ -624,8 +639,8 @@ def whole_pass_margin_ce(
         if grad_w is not None:
             grad_w.zero_()
         return loss, grad_x, grad_w, grad_target
-    tiles = choose_tiles(n, c, d, device)
     mm = matmul_dtype or acc
+    tiles = choose_tiles(n, c, d, mm, device)
     n_class_tiles = triton.cdiv(c, tiles.block_n)
     tiles_per_split = triton.cdiv(n_class_tiles, min(tiles.col_splits, n_class_tiles))
     splits = triton.cdiv(n_class_tiles, tiles_per_split)  # no empty split: every partial max is finite
