@@ -313,10 +313,10 @@ class _CountingKernel:
         return launch
 
 
-MAX_LAUNCHES = 6  # stats + combine, the sharded loss, grad_w, grad_x + its finish: see the module docstring
+MAX_LAUNCHES = 7  # prep + stats + combine, the sharded loss, grad_w, grad_x + its finish: see the module docstring
 
 
-FORWARD = ["_stats_kernel", "_combine_kernel"]
+FORWARD = ["_prep_x_kernel", "_stats_kernel", "_combine_kernel"]
 BACKWARD = ["_grad_w_kernel", "_grad_x_kernel", "_finish_grad_x_kernel"]
 
 

@@ -110,7 +110,38 @@ StatsReducer = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 
 
 @triton.jit
-def _cos_tile(
+def _prep_x_kernel(
+    x_ptr,
+    x_mm_ptr,
+    inv_x_ptr,
+    n_rows,
+    n_dim,
+    stride_xn,
+    stride_xd,
+    BLOCK_R: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    ACC: tl.constexpr,
+    MM: tl.constexpr,
+    EPS: tl.constexpr,
+    WRITE_COPY: tl.constexpr,
+):
+    """``inv_x = 1 / max(|x_i|, eps)`` ``(N,)`` in ``ACC`` for ``BLOCK_R`` rows, and with ``WRITE_COPY`` the
+    contiguous ``(N, D)`` copy of ``x`` in the dot dtype ``MM`` (the operand the other kernels stream)."""
+    rows = (tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)).to(tl.int64)
+    row_mask = rows < n_rows
+    x_sq = tl.zeros((BLOCK_R,), ACC)
+    for d0 in range(0, n_dim, BLOCK_D):
+        dims = d0 + tl.arange(0, BLOCK_D)
+        mask = row_mask[:, None] & (dims < n_dim)[None, :]
+        x = tl.load(x_ptr + rows[:, None] * stride_xn + dims[None, :] * stride_xd, mask=mask, other=0.0).to(ACC)
+        x_sq += tl.sum(x * x, axis=1)
+        if WRITE_COPY:
+            tl.store(x_mm_ptr + rows[:, None] * n_dim + dims[None, :], x.to(MM), mask=mask)
+    tl.store(inv_x_ptr + rows, 1.0 / tl.maximum(tl.sqrt(x_sq), EPS), mask=row_mask)
+
+
+@triton.jit
+def _dot_tile(
     x_ptr,
     w_ptr,
     rows,
@@ -128,12 +159,13 @@ def _cos_tile(
     ACC: tl.constexpr,
     MM: tl.constexpr,
     DOT_ACC: tl.constexpr,
-    EPS: tl.constexpr,
+    W_NORM: tl.constexpr,
 ):
-    """Cosines ``(BLOCK_M, BLOCK_N)`` of a tile, with ``a = 1/|x_i|`` ``(BLOCK_M,)`` and ``b = 1/|W_j|``
-    ``(BLOCK_N,)``, all in ``ACC``. The dot runs in ``MM`` (float32 and float64 as IEEE, not TF32)."""
+    """Raw dots ``x_i . W_j`` ``(BLOCK_M, BLOCK_N)`` in ``ACC``, over ``D`` in ``BLOCK_K`` chunks; ``x`` is read
+    in ``MM`` (prepared), ``W`` in its own dtype and cast to ``MM`` in registers. With ``W_NORM`` also
+    ``sum_d W_dj^2`` ``(BLOCK_N,)`` from the un-cast ``W`` (zeros otherwise). float32 and float64 dots are
+    IEEE (no TF32)."""
     dots = tl.zeros((BLOCK_M, BLOCK_N), DOT_ACC)
-    x_sq = tl.zeros((BLOCK_M,), ACC)
     w_sq = tl.zeros((BLOCK_N,), ACC)
     ks = tl.arange(0, BLOCK_K)
     for k0 in range(0, n_dim, BLOCK_K):
@@ -143,18 +175,17 @@ def _cos_tile(
             x_ptr + rows[:, None] * stride_xn + k[None, :] * stride_xd,
             mask=row_mask[:, None] & k_mask[None, :],
             other=0.0,
-        ).to(ACC)
+        )
         wk = tl.load(
             w_ptr + k[:, None] * stride_wd + cols[None, :] * stride_wc,
             mask=k_mask[:, None] & col_mask[None, :],
             other=0.0,
-        ).to(ACC)
-        x_sq += tl.sum(xk * xk, axis=1)
-        w_sq += tl.sum(wk * wk, axis=0)
+        )
+        if W_NORM:
+            w_acc = wk.to(ACC)
+            w_sq += tl.sum(w_acc * w_acc, axis=0)
         dots = tl.dot(xk.to(MM), wk.to(MM), dots, input_precision="ieee", out_dtype=DOT_ACC)
-    inv_x = 1.0 / tl.maximum(tl.sqrt(x_sq), EPS)
-    inv_w = 1.0 / tl.maximum(tl.sqrt(w_sq), EPS)
-    return dots.to(ACC) * inv_x[:, None] * inv_w[None, :], inv_x, inv_w
+    return dots.to(ACC), w_sq
 
 
 @triton.jit
@@ -173,6 +204,8 @@ def _stats_kernel(
     w_ptr,
     labels_ptr,
     t_logit_ptr,
+    inv_x_ptr,
+    inv_w_ptr,
     part_max_ptr,
     part_sum_ptr,
     n_rows,
@@ -193,13 +226,15 @@ def _stats_kernel(
     EPS: tl.constexpr,
 ):
     """Online row max and ``sum exp(z - max)`` of row tile ``m`` over the class tiles of split ``s``, for
-    program ``(m, s)``; writes ``part_max[s, rows]`` and ``part_sum[s, rows]``."""
+    program ``(m, s)``; writes ``part_max[s, rows]`` and ``part_sum[s, rows]``, and (row tile 0 only) the
+    inverse column norms ``inv_w`` of the split's classes, for the backward kernels."""
     split = tl.program_id(1)
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     row_mask = rows < n_rows
     rows = rows.to(tl.int64)
     label = tl.load(labels_ptr + rows, mask=row_mask, other=-1)
     t_logit = tl.load(t_logit_ptr + rows, mask=row_mask, other=0.0).to(ACC)
+    inv_x = tl.load(inv_x_ptr + rows, mask=row_mask, other=0.0).to(ACC)
     m = tl.full((BLOCK_M,), float("-inf"), ACC)
     d = tl.zeros((BLOCK_M,), ACC)
     first_col = split * tiles_per_split * BLOCK_N
@@ -207,10 +242,13 @@ def _stats_kernel(
     for c0 in range(first_col, last_col, BLOCK_N):
         cols = (c0 + tl.arange(0, BLOCK_N)).to(tl.int64)
         col_mask = cols < last_col
-        cos, _, _ = _cos_tile(
+        dots, w_sq = _dot_tile(
             x_ptr, w_ptr, rows, cols, row_mask, col_mask, n_dim, stride_xn, stride_xd, stride_wd, stride_wc,
-            BLOCK_M, BLOCK_N, BLOCK_K, ACC, MM, DOT_ACC, EPS,
+            BLOCK_M, BLOCK_N, BLOCK_K, ACC, MM, DOT_ACC, True,
         )  # fmt: skip
+        inv_w = 1.0 / tl.maximum(tl.sqrt(w_sq), EPS)
+        tl.store(inv_w_ptr + cols, inv_w, mask=col_mask & ((cols * 0 + tl.program_id(0)) == 0))
+        cos = dots * inv_x[:, None] * inv_w[None, :]
         z = tl.where(cols[None, :] == label[:, None], t_logit[:, None], scale * cos)
         z = tl.where(col_mask[None, :], z, float("-inf"))
         m_new = tl.maximum(m, tl.max(z, axis=1))
@@ -314,6 +352,8 @@ def _grad_w_kernel(
     r_weight_ptr,
     g_max_ptr,
     g_sum_ptr,
+    inv_x_ptr,
+    inv_w_ptr,
     grad_w_ptr,
     n_rows,
     n_cols,
@@ -332,7 +372,6 @@ def _grad_w_kernel(
     ACC: tl.constexpr,
     MM: tl.constexpr,
     DOT_ACC: tl.constexpr,
-    EPS: tl.constexpr,
 ):
     """``grad_w[dims, cols]`` of class tile ``n`` and ``D`` chunk ``k`` (program ``(n, k)``), over all rows."""
     cols = (tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
@@ -341,17 +380,19 @@ def _grad_w_kernel(
     dim_mask = dims < n_dim
     acc_a = tl.zeros((BLOCK_D, BLOCK_N), DOT_ACC)  # A_j = sum_i g_ij a_i x_i, this chunk of D
     coef = tl.zeros((BLOCK_N,), ACC)  # c_j = sum_i g_ij cos_ij
-    inv_w = tl.zeros((BLOCK_N,), ACC)
+    inv_w = tl.load(inv_w_ptr + cols, mask=col_mask, other=0.0)
     for r0 in range(0, n_rows, BLOCK_M):
         rows = (r0 + tl.arange(0, BLOCK_M)).to(tl.int64)
         row_mask = rows < n_rows
         label, t_logit, t_slope, r_weight, g_max, inv_g_sum = _load_row_vectors(
             labels_ptr, t_logit_ptr, t_slope_ptr, r_weight_ptr, g_max_ptr, g_sum_ptr, rows, row_mask, ACC
         )
-        cos, inv_x, inv_w = _cos_tile(
+        inv_x = tl.load(inv_x_ptr + rows, mask=row_mask, other=0.0)
+        dots, _ = _dot_tile(
             x_ptr, w_ptr, rows, cols, row_mask, col_mask, n_dim, stride_xn, stride_xd, stride_wd, stride_wc,
-            BLOCK_M, BLOCK_N, BLOCK_K, ACC, MM, DOT_ACC, EPS,
+            BLOCK_M, BLOCK_N, BLOCK_K, ACC, MM, DOT_ACC, False,
         )  # fmt: skip
+        cos = dots * inv_x[:, None] * inv_w[None, :]
         g = _cos_grad(cos, cols, row_mask, col_mask, label, t_logit, t_slope, r_weight, g_max, inv_g_sum, scale)
         coef += tl.sum(g * cos, axis=0)
         x_t = tl.load(
@@ -384,6 +425,8 @@ def _grad_x_kernel(
     r_weight_ptr,
     g_max_ptr,
     g_sum_ptr,
+    inv_x_ptr,
+    inv_w_ptr,
     part_b_ptr,
     part_r_ptr,
     n_rows,
@@ -402,7 +445,6 @@ def _grad_x_kernel(
     ACC: tl.constexpr,
     MM: tl.constexpr,
     DOT_ACC: tl.constexpr,
-    EPS: tl.constexpr,
 ):
     """Partial ``B[s, rows, dims]`` and ``r[s, rows]`` of row tile ``m`` over split ``s``, for program
     ``(m, s, k)`` (``k``: the chunk of ``D``); ``part_b`` is ``(S, N, D)`` contiguous, ``part_r`` ``(S, N)``."""
@@ -416,6 +458,7 @@ def _grad_x_kernel(
     label, t_logit, t_slope, r_weight, g_max, inv_g_sum = _load_row_vectors(
         labels_ptr, t_logit_ptr, t_slope_ptr, r_weight_ptr, g_max_ptr, g_sum_ptr, rows, row_mask, ACC
     )
+    inv_x = tl.load(inv_x_ptr + rows, mask=row_mask, other=0.0)
     acc_b = tl.zeros((BLOCK_M, BLOCK_D), DOT_ACC)  # B_i = sum_j g_ij b_j W_j, this chunk of D
     coef = tl.zeros((BLOCK_M,), ACC)  # r_i = sum_j g_ij cos_ij
     first_col = split * tiles_per_split * BLOCK_N
@@ -423,10 +466,12 @@ def _grad_x_kernel(
     for c0 in range(first_col, last_col, BLOCK_N):
         cols = (c0 + tl.arange(0, BLOCK_N)).to(tl.int64)
         col_mask = cols < last_col
-        cos, _, inv_w = _cos_tile(
+        inv_w = tl.load(inv_w_ptr + cols, mask=col_mask, other=0.0)
+        dots, _ = _dot_tile(
             x_ptr, w_ptr, rows, cols, row_mask, col_mask, n_dim, stride_xn, stride_xd, stride_wd, stride_wc,
-            BLOCK_M, BLOCK_N, BLOCK_K, ACC, MM, DOT_ACC, EPS,
+            BLOCK_M, BLOCK_N, BLOCK_K, ACC, MM, DOT_ACC, False,
         )  # fmt: skip
+        cos = dots * inv_x[:, None] * inv_w[None, :]
         g = _cos_grad(cos, cols, row_mask, col_mask, label, t_logit, t_slope, r_weight, g_max, inv_g_sum, scale)
         coef += tl.sum(g * cos, axis=1)
         w_t = tl.load(
@@ -444,6 +489,7 @@ def _grad_x_kernel(
 @triton.jit
 def _finish_grad_x_kernel(
     x_ptr,
+    inv_x_ptr,
     part_b_ptr,
     part_r_ptr,
     grad_x_ptr,
@@ -457,19 +503,12 @@ def _finish_grad_x_kernel(
     BLOCK_R: tl.constexpr,
     BLOCK_D: tl.constexpr,
     ACC: tl.constexpr,
-    EPS: tl.constexpr,
 ):
     """``grad_x = a (B - r a x)`` for ``BLOCK_R`` rows, summing the ``S`` split partials of ``B`` and ``r``."""
     rows = (tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)).to(tl.int64)
     row_mask = rows < n_rows
     offsets = tl.arange(0, BLOCK_D)
-    x_sq = tl.zeros((BLOCK_R,), ACC)
-    for d0 in range(0, n_dim, BLOCK_D):
-        dims = d0 + offsets
-        mask = row_mask[:, None] & (dims < n_dim)[None, :]
-        x = tl.load(x_ptr + rows[:, None] * stride_xn + dims[None, :] * stride_xd, mask=mask, other=0.0).to(ACC)
-        x_sq += tl.sum(x * x, axis=1)
-    inv_x = 1.0 / tl.maximum(tl.sqrt(x_sq), EPS)
+    inv_x = tl.load(inv_x_ptr + rows, mask=row_mask, other=0.0)
     coef = tl.zeros((BLOCK_R,), ACC)
     for s in range(n_splits):
         coef += tl.load(part_r_ptr + s * n_rows + rows, mask=row_mask, other=0.0)
@@ -649,10 +688,15 @@ def whole_pass_margin_ce(
     labels, target_logit, target_slope, row_weight = (
         t.contiguous() for t in (labels, target_logit, target_slope, row_weight)
     )
+    tl_acc, tl_mm = _TL_DTYPES[acc], _TL_DTYPES[mm]
+    # The dot operand for x: x itself when already in the dot dtype, else a contiguous (N, D) copy in it.
+    x_mm = x if x.dtype == mm else torch.empty(n, d, dtype=mm, device=device)
+    inv_x = torch.empty(n, dtype=acc, device=device)
+    inv_w = torch.empty(c, dtype=acc, device=device)
     geometry = {
         "n_dim": d,
-        "stride_xn": x.stride(0),
-        "stride_xd": x.stride(1),
+        "stride_xn": x_mm.stride(0),
+        "stride_xd": x_mm.stride(1),
         "stride_wd": weight.stride(0),
         "stride_wc": weight.stride(1),
     }
@@ -660,49 +704,53 @@ def whole_pass_margin_ce(
         "BLOCK_M": tiles.block_m,
         "BLOCK_N": tiles.block_n,
         "BLOCK_K": tiles.block_k,
-        "ACC": _TL_DTYPES[acc],
-        "MM": _TL_DTYPES[mm],
+        "ACC": tl_acc,
+        "MM": tl_mm,
         "DOT_ACC": tl.float64 if mm == torch.float64 else tl.float32,
-        "EPS": NORM_EPS,
         "num_warps": tiles.num_warps,
     }
-    row_vectors = (labels, target_logit, target_slope, row_weight)
+    row_inputs = (labels, target_logit, target_slope, row_weight)
     part_max = torch.empty(splits, n, dtype=acc, device=device)
     part_sum = torch.empty_like(part_max)
     row_max = torch.empty(n, dtype=acc, device=device)
     row_sum = torch.empty_like(row_max)
     vector_grid = (triton.cdiv(n, _ROWS_PER_VECTOR_PROGRAM),)
     with _device_guard(device):
+        _launch(_prep_x_kernel, (triton.cdiv(n, _FINISH_ROWS),))(
+            x, x_mm, inv_x, n, d, x.stride(0), x.stride(1),
+            BLOCK_R=_FINISH_ROWS, BLOCK_D=min(tiles.block_d, 128), ACC=tl_acc, MM=tl_mm, EPS=NORM_EPS,
+            WRITE_COPY=x_mm is not x,
+        )  # fmt: skip
         _launch(_stats_kernel, (n_row_tiles, splits))(
-            x, weight, labels, target_logit, part_max, part_sum, n, c, **geometry,
-            tiles_per_split=tiles_per_split, scale=scale, **dot,
+            x_mm, weight, labels, target_logit, inv_x, inv_w, part_max, part_sum, n, c, **geometry,
+            tiles_per_split=tiles_per_split, scale=scale, EPS=NORM_EPS, **dot,
         )  # fmt: skip
         _launch(_combine_kernel, vector_grid)(
             part_max, part_sum, row_max, row_sum, target_logit, row_weight, loss, grad_target, n, splits,
-            BLOCK=_ROWS_PER_VECTOR_PROGRAM, ACC=_TL_DTYPES[acc], FINAL=reduce_stats is None,
+            BLOCK=_ROWS_PER_VECTOR_PROGRAM, ACC=tl_acc, FINAL=reduce_stats is None,
         )  # fmt: skip
     if reduce_stats is not None:
         row_max, row_sum = (t.to(acc).contiguous() for t in reduce_stats(row_max, row_sum))
         with _device_guard(device):
             _launch(_loss_kernel, vector_grid)(
                 row_max, row_sum, target_logit, row_weight, loss, grad_target, n,
-                BLOCK=_ROWS_PER_VECTOR_PROGRAM, ACC=_TL_DTYPES[acc],
+                BLOCK=_ROWS_PER_VECTOR_PROGRAM, ACC=tl_acc,
             )  # fmt: skip
     with _device_guard(device):
         if grad_w is not None:
             _launch(_grad_w_kernel, (n_class_tiles, n_dim_chunks))(
-                x, weight, *row_vectors, row_max, row_sum, grad_w, n, c, **geometry,
+                x_mm, weight, *row_inputs, row_max, row_sum, inv_x, inv_w, grad_w, n, c, **geometry,
                 stride_gd=grad_w.stride(0), stride_gc=grad_w.stride(1), scale=scale, BLOCK_D=tiles.block_d, **dot,
             )  # fmt: skip
         if grad_x is not None:
             part_b = torch.empty(splits, n, d, dtype=acc, device=device)
             part_r = torch.empty(splits, n, dtype=acc, device=device)
             _launch(_grad_x_kernel, (n_row_tiles, splits, n_dim_chunks))(
-                x, weight, *row_vectors, row_max, row_sum, part_b, part_r, n, c, **geometry,
+                x_mm, weight, *row_inputs, row_max, row_sum, inv_x, inv_w, part_b, part_r, n, c, **geometry,
                 tiles_per_split=tiles_per_split, scale=scale, BLOCK_D=tiles.block_d, **dot,
             )  # fmt: skip
             _launch(_finish_grad_x_kernel, (triton.cdiv(n, _FINISH_ROWS),))(
-                x, part_b, part_r, grad_x, n, d, splits, x.stride(0), x.stride(1), grad_x.stride(0), grad_x.stride(1),
-                BLOCK_R=_FINISH_ROWS, BLOCK_D=min(tiles.block_d, 128), ACC=_TL_DTYPES[acc], EPS=NORM_EPS,
+                x, inv_x, part_b, part_r, grad_x, n, d, splits, x.stride(0), x.stride(1), grad_x.stride(0),
+                grad_x.stride(1), BLOCK_R=_FINISH_ROWS, BLOCK_D=min(tiles.block_d, 128), ACC=tl_acc,
             )  # fmt: skip
     return loss, grad_x, grad_w, grad_target
