@@ -15,63 +15,84 @@ Gradients (``L = sum_i row_weight_i loss_i``), with ``g_ij = dL / dcos_ij``:
 The projection coefficients ``r`` and ``c`` (the normalisations' share of the gradient) are accumulated in the
 same tiles as ``B`` and ``A``, so no second pass over ``W`` or ``grad_w`` is needed.
 
-Kernels and passes (tiles ``BLOCK_M`` rows x ``BLOCK_N`` classes; the dot ``u`` runs over ``D`` in
-``BLOCK_K`` chunks with ``tl.dot`` in ``matmul_dtype``; ``W`` is read in its own dtype and cast in registers,
-so there is no reduced-precision copy of ``W`` in memory; the norms ``|x_i|`` and ``|W_j|`` are summed in the
-accumulation dtype inside the same ``D`` loop, from the un-cast values, so there is no norm pass):
+Layout and tiling
+-----------------
+Tiles are ``BLOCK_M`` rows x ``BLOCK_N`` classes. The raw dot ``u`` of a tile runs over ``D`` in ``BLOCK_K``
+chunks with ``tl.dot`` in ``matmul_dtype`` (float32/float64 as IEEE, never TF32) into a float32 accumulator
+(float64 for float64 dots). ``W`` is read in its own dtype (float32 under autocast) and cast to the dot dtype
+in registers: there is no reduced-precision copy of ``W`` in memory. ``x`` is small (``N x D``), so it is
+prepared once: its inverse norms, and a contiguous copy in the dot dtype when it is not already in it. The
+inverse column norms ``b`` are computed by the stats pass from the un-cast ``W`` tiles it loads anyway (the row
+tile 0 programs store them, ``(C,)``), so there is no norm pass over ``W``. All softmax and margin math is in
+the accumulation dtype (float64 if ``x`` or ``weight`` is float64, else float32).
 
-1. ``_stats_kernel``, grid ``(row tiles, S)``: program ``(m, s)`` owns a row tile and a contiguous range of
-   class tiles (its split) and keeps an online row max / sum of ``exp`` in registers; writes ``(S, N)``
-   partial ``(max, sum)``. ``S`` is chosen to give about ``PROGRAMS_PER_SM`` programs per SM; the row-tile
-   axis is the fastest grid axis, so the ``N / BLOCK_M`` programs sharing a split's ``W`` tiles run together
-   and ``W`` is read from HBM about once (the other reads hit L2).
-2. ``_combine_kernel``, grid ``(N / 1024,)``: combines the ``S`` partials (``M = max m_s``,
-   ``sum_s d_s exp(m_s - M)``). Single process: it also writes ``loss`` and ``grad_target``. Sharded: the
-   caller's ``reduce_stats`` all-reduces ``(M, sum)``, then ``_loss_kernel`` writes ``loss`` and
-   ``grad_target`` from the global statistics.
-3. ``_grad_w_kernel``, grid ``(C / BLOCK_N, D / BLOCK_D)``: a program owns one class tile (and a chunk of
-   ``D``), loops over *all* row tiles recomputing the logit tile, and accumulates ``A`` ``(BLOCK_D, BLOCK_N)``
-   and ``c`` in float32/64 registers; the epilogue applies the projection and writes ``grad_w`` once, in
-   ``weight.dtype``. Deterministic (no atomics). ``x`` (``N x D``, small) is re-read per class tile, from L2.
-4. ``_grad_x_kernel``, grid ``(row tiles, S, D / BLOCK_D)``: a program owns a row tile and a split, loops
-   over the split's class tiles recomputing logits, and accumulates ``B`` ``(BLOCK_M, BLOCK_D)`` and ``r``;
-   writes ``(S, N, D)`` partials of ``B`` and ``(S, N)`` of ``r`` (float32/64).
-5. ``_finish_grad_x_kernel``, grid ``(N / BLOCK_R,)``: sums the ``S`` partials and applies the projection
-   through ``x``'s normalisation; writes ``grad_x`` in ``x.dtype``.
+Kernels, in launch order (``S`` = class splits, see below):
 
-Launches per call: 5 (both gradients, single process), 6 sharded, 2 for the loss only; no PyTorch compute
-ops (only allocations). ``reduce_stats`` adds whatever the caller's all-reduce launches.
+1. ``_prep_x_kernel``, grid ``(N / 16,)``: ``a`` ``(N,)`` and, if ``x.dtype != matmul_dtype``, the copy of ``x``.
+2. ``_stats_kernel``, grid ``(row tiles, S)``: program ``(m, s)`` owns a row tile and a contiguous range of
+   class tiles (split ``s``), keeps an online row max / sum of ``exp`` in registers, writes ``(S, N)`` partial
+   ``(max, sum)`` and ``b``. The row-tile axis is the fastest grid axis, so the ``N / BLOCK_M`` programs that
+   stream the same ``W`` tiles are resident together and ``W`` comes from HBM about once (the rest hits L2).
+3. ``_combine_kernel``, grid ``(N / 1024,)``: ``M = max_s m_s``, ``sum_s d_s exp(m_s - M)``; single process: also
+   ``loss`` and ``grad_target``. Sharded: the caller's ``reduce_stats`` all-reduces ``(M, sum)``, then
+   ``_loss_kernel`` (same grid) writes ``loss`` and ``grad_target`` from the global statistics.
+4. ``_grad_w_kernel``, grid ``(C / BLOCK_N, D / BLOCK_D)``: a program owns a class tile (and a chunk of ``D``),
+   loops over *all* row tiles recomputing the logit tile, and accumulates ``A`` ``(BLOCK_D, BLOCK_N)`` and
+   ``c`` in registers; the epilogue applies the projection and writes ``grad_w`` once, in ``weight.dtype``.
+   No atomics, deterministic. ``x`` (in the dot dtype, 1 MiB at N = 1024, D = 512, bf16) is re-read from L2.
+5. ``_grad_x_kernel``, grid ``(row tiles, S, D / BLOCK_D)``: a program owns a row tile and a split, loops over
+   the split's class tiles recomputing logits, accumulates ``B`` ``(BLOCK_M, BLOCK_D)`` and ``r``, and writes
+   them as ``(S, N, D)`` and ``(S, N)`` partials.
+6. ``_finish_grad_x_kernel``, grid ``(N / 16,)``: sums the partials, projects through ``x``'s normalisation
+   (with the original ``x``, not its reduced-precision copy) and writes ``grad_x`` in ``x.dtype``.
 
-What is recomputed: the logit tile (the ``D``-long dot) is computed three times, in passes 1, 3 and 4
-(``D / BLOCK_D`` times in 3 and 4 when ``D > BLOCK_D``, the register cap on an accumulator's ``D`` extent);
-the norms of ``x`` and ``W`` are recomputed with it (``1 / BLOCK_N`` and ``1 / BLOCK_M`` of the dot's FLOPs).
+Launches per call: 6 (both gradients, single process), 7 sharded, 3 for the loss only, fewer gradients fewer
+launches; no PyTorch compute op (only allocations); ``reduce_stats`` adds whatever the all-reduce launches.
 
-Memory: outputs (``loss``, ``grad_target``, ``grad_x``, ``grad_w``) plus ``(S, N)`` statistics and the
-``(S, N, D)`` float32 partials of ``B`` (``S ~ 4 SMs / row tiles``: 8 MiB at N = 1024, D = 512 on an H100).
-No ``N x C`` logits, no float32 ``(D, C)`` scratch (``grad_w`` is accumulated in registers and written once).
+Splits and tiles (:func:`cuda_tiles`): ``S`` is chosen for ``PROGRAMS_PER_SM`` programs per SM over the row
+tiles, at most one per class tile, so small batches still fill the GPU. 8 warps; 64 x 64 tiles for 2-byte dots
+with ``D <= 128``, 32 x 32 otherwise, ``BLOCK_K = 32``, ``BLOCK_D`` up to ``MAX_BLOCK_D`` (512 for 2-byte
+dots). These are the largest that build for sm_90 without register spills: the accumulators span all of
+``D``, so e.g. ``64 x 64`` at ``D = 512`` spills ~700 bytes per thread in both gradient kernels. Registers per
+thread from ahead-of-time builds (``cuobjdump -res-usage``; bf16 dots, D = 512): stats 80, grad_w 226,
+grad_x 248; D = 128 with 64 x 64 tiles: 100, 182, 196; float32 (IEEE, ``BLOCK_D`` 256): 64, 156, 182.
+Untuned otherwise (no GPU was available): autotune ``BLOCK_K``, ``num_stages`` and separate stats tiles
+(the stats kernel has register room for 128 x 64) on an H100 first.
 
-Expected cost (design, not measured: this was developed without a GPU, under ``TRITON_INTERPRET=1``), per
-call with ``F = 2 N C D``: FLOPs ``5 F`` (``F`` forward, ``2 F`` for ``grad_w``, ``2 F`` for ``grad_x``)
-against ``3 F`` for the chunked engine's three GEMMs; HBM bytes: ``W`` read 3 times in its own dtype, ``grad_w``
-written once, ``O((N + C) D)`` otherwise, against the chunked engine's ``N x C`` float32 buffer, written once
-and read about three times, plus a reduced-precision copy of ``W`` and a float32 ``(D, C)`` accumulator read
-and written again by the projection. At N = 1024, D = 512, C = 10^6, bf16 on an H100 (about 3.3 TB/s, ~600
-dense bf16 TFLOP/s, realistically ~400 from Triton): ``5 F = 5.4`` TFLOP ~ 13 ms, bytes ~ 8 GB ~ 2.5 ms
-(compute bound); the chunked engine does ``3.2`` TFLOP ~ 6 ms of GEMMs (cuBLAS) plus ~ 20 GB ~ 6 ms of
-softmax and projection traffic, with 4 GB of logits alive. So parity is expected at large ``N`` and a gain
-when ``N`` is small (the engine is then bound by reading ``W`` three times, against about six passes over
-``W``-sized or ``N x C`` tensors). The tile sizes in :func:`choose_tiles` are an untuned starting point.
+What is recomputed, memory, cost
+--------------------------------
+The logit tile is computed three times: in the stats pass and in each gradient pass (``D / BLOCK_D`` times in a
+gradient pass when ``D > BLOCK_D``: 2 at D = 1024). Memory beyond the outputs: ``a``, ``b``, ``(S, N)``
+statistics, the ``N x D`` dot-dtype copy of ``x`` and the ``(S, N, D)`` partials of ``B`` in the accumulation
+dtype, ``S N <= 4 SMs x BLOCK_M`` when ``S > 1`` (35 MB on an H100 at D = 512). No ``N x C`` tensor, no
+reduced-precision copy of ``W`` and no ``(D, C)`` scratch: ``grad_w`` is accumulated in registers and written
+once, so the extra memory is ``O((N + C) D)`` small terms, well under the ``D x C`` budget.
+
+Expected cost (design estimates, not measurements), with ``F = 2 N C D``: ``5 F`` FLOPs (``F`` for the stats,
+``2 F`` per gradient pass) against ``3 F`` for ``nn.Linear`` + cross-entropy (three GEMMs); HBM bytes: ``W``
+read three times in its own dtype and ``grad_w`` written once, everything else ``O((N + C) D)``, against the
+plain path's ``N x C`` logits written and re-read several times plus a bf16 copy of ``W``. For one GPU at
+N = 1024, D = 512, C = 10^6, bf16 dots on an H100 (3.35 TB/s): ``5 F = 5.4`` TFLOP, ~12 ms at a Triton-
+realistic 450 TFLOP/s, and 8 GB of HBM traffic, 2.5 ms: compute bound, so ~1.5x the plain path's ~8 ms (3.2
+TFLOP of cuBLAS GEMMs plus ~8 GB of logits traffic), with 4 GB of logits never allocated. At N = 128 both are
+bound by reading ``W`` (~2.5 ms each): parity. Arithmetic intensity of a gradient pass against L2 is about
+``2 BLOCK_N`` FLOP per byte of re-read ``x`` (64 at 32-wide tiles), which is what the small tiles cost.
+Reaching plain speed at large ``N`` needs fewer recomputations (e.g. one backward pass writing ``grad_x``
+partials per class split from the ``grad_w`` kernel: ``4 F``) and larger, autotuned tiles.
 
 Not supported (the caller should route elsewhere): sub-centres (a class's cosine as a max over centres);
-labels outside ``[-1, C)`` (not checked on the device); ``C == 0``; ``x``/``weight`` on different devices or
-non-floating dtypes; CPU tensors unless ``TRITON_INTERPRET=1`` was set before this module was imported.
+labels outside ``[-1, C)`` (not checked on the device: such a row silently has no target column); ``C == 0``;
+``x``/``weight`` on different devices or not float16/bfloat16/float32/float64; labels not int64 or the row
+vectors not in the accumulation dtype (refused); CPU tensors unless ``TRITON_INTERPRET=1`` was set before this
+module was imported. The bfloat16 dot path is checked by an sm_90 build, not numerically: the interpreter's
+``tl.dot`` does not emulate bfloat16 (the float16 path, structurally identical, is checked numerically).
 
 Labels ``-1`` (sharded): a row's statistics on a shard include ``exp(t_i - m)`` only where ``labels_i >= 0``,
 so the owning shard contributes the target exactly once to the all-reduced sum. ``grad_target`` is computed
 from the global statistics as ``rw_i (exp(t_i - M_i) / S_i - 1)`` for every row, the same on every shard. In
 a single process a ``-1`` row has no target column at all: its loss is ``logsumexp`` over the non-target
 columns minus ``t_i`` (as in :mod:`arcloss._fused`), and ``grad_target`` is still the formula above (the
-value the owner would see), not ``-rw_i``.
+value the owner would see), not ``-rw_i``; it may overflow there when ``t_i`` exceeds every logit by ~88.
 """
 
 from __future__ import annotations
