@@ -77,8 +77,10 @@ realistic 450 TFLOP/s, and 8 GB of HBM traffic, 2.5 ms: compute bound, so ~1.5x 
 TFLOP of cuBLAS GEMMs plus ~8 GB of logits traffic), with 4 GB of logits never allocated. At N = 128 both are
 bound by reading ``W`` (~2.5 ms each): parity. Arithmetic intensity of a gradient pass against L2 is about
 ``2 BLOCK_N`` FLOP per byte of re-read ``x`` (64 at 32-wide tiles), which is what the small tiles cost.
-Reaching plain speed at large ``N`` needs fewer recomputations (e.g. one backward pass writing ``grad_x``
-partials per class split from the ``grad_w`` kernel: ``4 F``) and larger, autotuned tiles.
+Reaching plain speed at large ``N`` needs larger, autotuned tiles first. The two gradient passes cannot share
+one recomputation cheaply: ``grad_w`` is summed over rows (class-owner programs, ``W`` read once) and
+``grad_x`` over classes (row-owner programs); feeding ``grad_x`` from the class-owner pass would need an
+``N x D`` partial (or atomics) per class tile, ``C / BLOCK_N`` of them, far more traffic than the ``F`` saved.
 
 Not supported (the caller should route elsewhere): sub-centres (a class's cosine as a max over centres);
 labels outside ``[-1, C)`` (not checked on the device: such a row silently has no target column); ``C == 0``;
