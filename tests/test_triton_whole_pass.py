@@ -33,6 +33,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 pytest.importorskip("triton")
 
+import triton
+
 from arcloss.ops import _triton_whole_pass as wp
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -453,7 +455,7 @@ def test_sm90_builds_have_no_spills():
     """The bfloat16 (autocast) path, which the interpreter cannot check numerically, compiles for an H100 with
     the CUDA tiles at D = 512 and D = 128, and no kernel spills registers. (Also checked once, too slow to
     repeat here: the float32 (IEEE) and float64 paths compile; float32's grad_w kernel spills 24 bytes.)"""
-    nvidia_bin = Path(sys.modules["triton"].__file__).parent / "backends" / "nvidia" / "bin"
+    nvidia_bin = Path(str(triton.__file__)).parent / "backends" / "nvidia" / "bin"
     if not (nvidia_bin / "ptxas").exists() or not (nvidia_bin / "cuobjdump").exists() or not shutil.which("cc"):
         pytest.skip("triton's NVIDIA toolchain (ptxas, cuobjdump) or a C compiler is missing")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}

@@ -129,6 +129,9 @@ _TL_DTYPES = {
     torch.float64: tl.float64,
 }
 
+_WITH_W_NORM = tl.constexpr(True)  # flags of _dot_tile
+_NO_W_NORM = tl.constexpr(False)
+
 StatsReducer = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 
 
@@ -267,7 +270,7 @@ def _stats_kernel(
         col_mask = cols < last_col
         dots, w_sq = _dot_tile(
             x_ptr, w_ptr, rows, cols, row_mask, col_mask, n_dim, stride_xn, stride_xd, stride_wd, stride_wc,
-            BLOCK_M, BLOCK_N, BLOCK_K, ACC, MM, DOT_ACC, True,
+            BLOCK_M, BLOCK_N, BLOCK_K, ACC, MM, DOT_ACC, _WITH_W_NORM,
         )  # fmt: skip
         inv_w = 1.0 / tl.maximum(tl.sqrt(w_sq), EPS)
         tl.store(inv_w_ptr + cols, inv_w, mask=col_mask & ((cols * 0 + tl.program_id(0)) == 0))
@@ -413,7 +416,7 @@ def _grad_w_kernel(
         inv_x = tl.load(inv_x_ptr + rows, mask=row_mask, other=0.0)
         dots, _ = _dot_tile(
             x_ptr, w_ptr, rows, cols, row_mask, col_mask, n_dim, stride_xn, stride_xd, stride_wd, stride_wc,
-            BLOCK_M, BLOCK_N, BLOCK_K, ACC, MM, DOT_ACC, False,
+            BLOCK_M, BLOCK_N, BLOCK_K, ACC, MM, DOT_ACC, _NO_W_NORM,
         )  # fmt: skip
         cos = dots * inv_x[:, None] * inv_w[None, :]
         g = _cos_grad(cos, cols, row_mask, col_mask, label, t_logit, t_slope, r_weight, g_max, inv_g_sum, scale)
@@ -492,7 +495,7 @@ def _grad_x_kernel(
         inv_w = tl.load(inv_w_ptr + cols, mask=col_mask, other=0.0)
         dots, _ = _dot_tile(
             x_ptr, w_ptr, rows, cols, row_mask, col_mask, n_dim, stride_xn, stride_xd, stride_wd, stride_wc,
-            BLOCK_M, BLOCK_N, BLOCK_K, ACC, MM, DOT_ACC, False,
+            BLOCK_M, BLOCK_N, BLOCK_K, ACC, MM, DOT_ACC, _NO_W_NORM,
         )  # fmt: skip
         cos = dots * inv_x[:, None] * inv_w[None, :]
         g = _cos_grad(cos, cols, row_mask, col_mask, label, t_logit, t_slope, r_weight, g_max, inv_g_sum, scale)
