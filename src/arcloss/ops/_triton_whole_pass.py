@@ -94,7 +94,10 @@ so the owning shard contributes the target exactly once to the all-reduced sum. 
 from the global statistics as ``rw_i (exp(t_i - M_i) / S_i - 1)`` for every row, the same on every shard. In
 a single process a ``-1`` row has no target column at all: its loss is ``logsumexp`` over the non-target
 columns minus ``t_i`` (as in :mod:`arcloss._fused`), and ``grad_target`` is still the formula above (the
-value the owner would see), not ``-rw_i``; it may overflow there when ``t_i`` exceeds every logit by ~88.
+value the owner would see), not ``-rw_i``; it may overflow there when ``t_i`` exceeds every logit by ~88. On
+any shard, a ``-1`` row's ``t_i`` enters only its ``loss_i`` and ``grad_target_i``, never ``grad_x`` or
+``grad_w``: a caller that keeps only the owner's loss (as :mod:`arcloss.distributed` does) may pass any
+finite placeholder there.
 """
 
 from __future__ import annotations
