@@ -181,6 +181,13 @@ def test_reduced_precision_matmul(dtype, rtol, tiles):
     for what, a, ref in zip(NAMES, (loss, grad_x, grad_w, grad_t), reference(half), strict=True):
         err = (a.double() - ref).abs().max().item()
         assert err <= rtol * ref.abs().max().item(), (what, err)
+    # Class centres in the 2-byte dtype too (pure half-precision training): grad_w in that dtype.
+    both = cast(make_case(n, c, d, labels, seed=2), dtype, dtype)
+    loss, grad_x, grad_w, grad_t = run(both, matmul_dtype=dtype)
+    assert grad_x is not None and grad_w is not None and grad_w.dtype == dtype
+    for what, a, ref in zip(NAMES, (loss, grad_x, grad_w, grad_t), reference(both), strict=True):
+        err = (a.double() - ref).abs().max().item()
+        assert err <= rtol * ref.abs().max().item(), (what, err)
     # float32 embeddings with 2-byte dots: x is copied to the dot dtype once.
     single = cast(make_case(n, c, d, labels, seed=2), torch.float32, torch.float32)
     for what, a, ref in zip(NAMES, run(single, matmul_dtype=dtype), reference(single), strict=True):
