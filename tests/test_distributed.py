@@ -23,7 +23,7 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from arcloss import ArcFaceLoss, CombinedMarginLoss, CosFaceLoss, MarginLoss, SubCenterArcFaceLoss
+from arcloss import ArcFaceLoss, CombinedMarginLoss, CosFaceLoss, MarginLoss, SubCenterArcFaceLoss, ops
 from arcloss.distributed import (
     Sharding,
     class_range,
@@ -116,6 +116,14 @@ def _check_exact(
 
 def _subcentre(*args, **kwargs):
     return SubCenterArcFaceLoss(*args, sub_centers=3, **kwargs)
+
+
+def _check_engines(rank, world, sizes, num_classes):
+    """Every engine that runs here (Triton ones through the interpreter) gives the sharded loss exactly."""
+    for name, engine in ops.ENGINES.items():
+        probe = torch.zeros(1, D, dtype=torch.float64)
+        if not engine.not_supported_reasons(probe, probe.t(), ops.Plan(""), requested=True):
+            _check_exact(rank, world, sizes, num_classes, torch.float64, F64, backend=name)
 
 
 def _check_family(rank, world, sizes, num_classes):
@@ -367,6 +375,7 @@ def _worker(rank: int, world: int, tmp: str) -> None:
             sharded_cls=ShardedCosFaceLoss,
             single=CosFaceLoss,
         )
+        _check_engines(rank, world, sizes, uneven)
         _check_family(rank, world, sizes, uneven)
         _check_warmup(rank, world, with_empty, uneven)
         _check_norm_margin(rank, world, with_empty, uneven)

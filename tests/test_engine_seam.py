@@ -172,3 +172,45 @@ def test_compiled_loss_rejects_invalid_labels_and_leaves_w_untouched():
     unchecked = torch.compile(ArcFaceLoss(10, 4, validate=False))
     with pytest.raises(RuntimeError, match="labels must be in"):
         unchecked(torch.randn(3, 4), torch.tensor([0, 10, 1]))
+
+
+def _engines_here() -> list[str]:
+    """Every engine that can run CPU tensors here when asked for by name (Triton ones through the interpreter)."""
+    x, w, _ = _problem(2, 3, 4, 0)
+    return [
+        name for name, engine in ops.ENGINES.items() if not engine.not_supported_reasons(x, w, Plan(""), requested=True)
+    ]
+
+
+@pytest.mark.parametrize("engine", _engines_here())
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_every_engine_runs_the_whole_pipeline(engine, reduction):
+    """The same margins, reductions and gradients through each engine, against the float64 equations: the
+    angular margin and the feature-norm margin (whose gradient also flows through the norm)."""
+    x, w, y = _problem(7, 6, 19, 11)
+    cases = [
+        (
+            lambda a, b: AF.arcface_loss(a, b, y, 28.6, 16.0, reduction=reduction, backend=engine),
+            lambda a, b: ref.arcface_loss(a, b, y, 28.6, 16.0, reduction),
+        ),
+        (
+            lambda a, b: AF.margin_loss(a, b, y, NormShiftMargin(0.3, 2.0), 8.0, reduction=reduction, backend=engine),
+            lambda a, b: norm_shift_loss(a, b, y, 0.3, 2.0, 8.0, reduction),
+        ),
+    ]
+    for ours, truth in cases:
+        got, want = [], []
+        for fn, out in ((ours, got), (truth, want)):
+            a, b = x.clone().requires_grad_(), w.clone().requires_grad_()
+            loss = fn(a, b)
+            loss.backward(torch.linspace(0.5, 1.5, loss.numel(), dtype=loss.dtype).reshape(loss.shape))
+            out.extend([loss.detach(), a.grad, b.grad])
+        for g, t in zip(got, want, strict=True):
+            torch.testing.assert_close(g, t, rtol=1e-10, atol=1e-12)
+
+
+def test_an_engine_is_chosen_by_the_same_option_everywhere():
+    """Modules and the sharded option take ``backend`` by the engine's registered name."""
+    assert set(ops.BACKENDS) == {"auto", *ops.ENGINES}
+    for name in ops.ENGINES:
+        assert ArcFaceLoss(5, 3, backend=name).backend == name

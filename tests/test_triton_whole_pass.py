@@ -1,4 +1,4 @@
-"""The whole-pass fused Triton engine (:mod:`arcloss.ops._triton_whole_pass`) against a dense float64 reference.
+"""The whole-pass fused Triton engine (:mod:`arcloss.ops.triton_whole_pass`) against a dense float64 reference.
 
 The reference is independent of arcloss: it builds the ``(N, C)`` logits, replaces the target column by the
 given target logit (with the given slope in ``cos_iy``, through a ``detach`` trick), and differentiates
@@ -34,7 +34,7 @@ pytest.importorskip("triton")
 
 import triton
 
-from arcloss.ops import _triton_whole_pass as wp
+from arcloss.ops import triton_whole_pass as wp
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 SCALE = 64.0
@@ -405,7 +405,7 @@ def test_cpu_without_interpreter_raises():
     script = textwrap.dedent(
         """
         import torch
-        from arcloss.ops import _triton_whole_pass as wp
+        from arcloss.ops import triton_whole_pass as wp
         x, w, y, v = torch.randn(3, 16), torch.randn(16, 5), torch.tensor([0, -1, 4]), torch.ones(3)
         try:
             wp.whole_pass_margin_ce(x, w, y, v, v, v, 30.0, want_grad_x=True, want_grad_w=True, matmul_dtype=None)
@@ -447,7 +447,7 @@ SM90_BUILD = textwrap.dedent(
     import triton.language as tl
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
-    from arcloss.ops import _triton_whole_pass as wp
+    from arcloss.ops import triton_whole_pass as wp
 
     CUOBJDUMP = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     SHORT = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32", "float64": "fp64"}

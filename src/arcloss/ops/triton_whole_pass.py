@@ -93,11 +93,11 @@ Labels ``-1`` (sharded): a row's statistics on a shard include ``exp(t_i - m)`` 
 so the owning shard contributes the target exactly once to the all-reduced sum. ``grad_target`` is computed
 from the global statistics as ``rw_i (exp(t_i - M_i) / S_i - 1)`` for every row, the same on every shard. In
 a single process a ``-1`` row has no target column at all: its loss is ``logsumexp`` over the non-target
-columns minus ``t_i`` (as in :mod:`arcloss._fused`), and ``grad_target`` is still the formula above (the
+columns minus ``t_i`` (as in :mod:`arcloss.ops.chunked`), and ``grad_target`` is still the formula above (the
 value the owner would see), not ``-rw_i``; it may overflow there when ``t_i`` exceeds every logit by ~88. On
 any shard, a ``-1`` row's ``t_i`` enters only its ``loss_i`` and ``grad_target_i``, never ``grad_x`` or
-``grad_w``: a caller that keeps only the owner's loss (as :mod:`arcloss.distributed` does) may pass any
-finite placeholder there.
+``grad_w``. (A sharded loss in arcloss gives every rank every row's target logit, so every rank computes the
+same, global loss.)
 """
 
 from __future__ import annotations
@@ -645,7 +645,7 @@ def _check_inputs(
     if x.device.type != "cuda" and not _INTERPRETED:
         raise RuntimeError(
             f"the Triton kernels were compiled for CUDA but x is on {x.device}: set TRITON_INTERPRET=1 before "
-            "arcloss.ops._triton_whole_pass is first imported to run them on CPU tensors"
+            "arcloss.ops.triton_whole_pass is first imported to run them on CPU tensors"
         )
     return acc
 
