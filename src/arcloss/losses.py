@@ -252,6 +252,7 @@ class ArcFaceLoss(MarginLoss):
             ``margin_radians`` in radians.
     """
 
+    margin_fn: AngularMargin
     margin = MarginAttribute("m2", "Additive angular margin in degrees.", "margin")
     easy_margin = MarginAttribute("easy_margin", "Margin only where cos(theta_y) > 0.")
 
@@ -281,7 +282,7 @@ class ArcFaceLoss(MarginLoss):
 
     @property
     def margin_radians(self) -> float:
-        return math.radians(self.margin)
+        return self.margin_fn.m2_radians
 
     def _margin_repr(self) -> str:
         return f"margin={self.margin:g}deg" + (", easy_margin=True" if self.easy_margin else "")
