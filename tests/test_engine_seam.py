@@ -214,3 +214,53 @@ def test_an_engine_is_chosen_by_the_same_option_everywhere():
     assert set(ops.BACKENDS) == {"auto", *ops.ENGINES}
     for name in ops.ENGINES:
         assert ArcFaceLoss(5, 3, backend=name).backend == name
+
+
+# Operators that launch no kernel on a GPU (allocations, views, metadata); everything else counts as a launch.
+_NO_LAUNCH = {
+    "aten::empty", "aten::empty_strided", "aten::empty_like", "aten::new_empty", "aten::new_empty_strided",
+    "aten::view", "aten::_unsafe_view", "aten::as_strided", "aten::slice", "aten::select", "aten::t",
+    "aten::transpose", "aten::expand", "aten::detach", "aten::alias", "aten::unsqueeze", "aten::squeeze",
+    "aten::reshape", "aten::_reshape_alias", "aten::permute", "aten::lift_fresh", "aten::resolve_conj",
+    "aten::resolve_neg", "aten::result_type", "aten::to", "aten::_local_scalar_dense", "aten::item", "aten::unbind",
+}  # fmt: skip
+
+
+def _launches_outside_the_engine(step) -> list[str]:
+    """Kernel-launching ATen operators of one ``step()`` that do not run inside ``arcloss::margin_ce``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    def inside_engine(event) -> bool:
+        parent = event.cpu_parent
+        while parent is not None:
+            if "margin_ce" in parent.name:
+                return True
+            parent = parent.cpu_parent
+        return False
+
+    step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    return [
+        e.name
+        for e in prof.events()
+        if e.name.startswith("aten::")
+        and not any(c.name.startswith("aten::") for c in e.cpu_children)
+        and e.name not in _NO_LAUNCH
+        and not inside_engine(e)
+    ]
+
+
+def test_operators_per_training_step_around_the_engine():
+    """A training step (forward + backward, ``validate=False``) dispatches few small operators besides the engine:
+    the target cosines, the margin on ``(N,)`` vectors, the reduction and the gradient accumulation. On a GPU each is
+    a kernel launch; the whole-pass engine adds its own 6 (``tests/test_triton_whole_pass.py``)."""
+    loss_fn = ArcFaceLoss(300, 32, validate=False)
+    x, y = torch.randn(16, 32, requires_grad=True), torch.randint(0, 300, (16,))
+
+    def step():
+        loss_fn.W.grad, x.grad = None, None
+        loss_fn(x, y).backward()
+
+    launches = _launches_outside_the_engine(step)
+    assert 10 <= len(launches) <= 45, sorted(launches)
