@@ -69,7 +69,7 @@ def margin_loss(
         scale: the logit scale ``s`` (> 0).
         reduction: ``"mean"`` | ``"sum"`` | ``"none"`` (per-row losses, ``(N,)``).
         backend: ``"auto"`` or an engine name (``"torch"``, ``"triton"``); see :mod:`arcloss.ops.registry`.
-        rows_per_chunk: rows per chunk; default from a memory budget of ``max(16 MiB, 0.25 * bytes of W)``.
+        rows_per_chunk: rows per chunk; default from a memory budget of ``max(16 MiB, 0.2 * bytes of W)``.
         validate: check label range and finite embeddings (one device sync, also under ``torch.compile``);
             shapes and dtypes are always checked.
         sub_centers: K sub-centres per class (sub-centre ArcFace): class c owns columns ``c*K .. c*K+K-1``;

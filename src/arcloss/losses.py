@@ -105,7 +105,7 @@ class MarginLoss(nn.Module):
         backend: ``"auto"`` or an engine (``"torch"``, ``"triton"``); ``"auto"`` takes Triton for CUDA tensors.
         validate: check label range and finite embeddings each call (one device sync, also under
             ``torch.compile``).
-        rows_per_chunk: rows per fused chunk (default: from a memory budget of max(16 MiB, 0.25 x bytes of W)).
+        rows_per_chunk: rows per fused chunk (default: from a memory budget of max(16 MiB, 0.2 x bytes of W)).
         weight_init_func: called on ``W`` to initialise it (default ``nn.init.normal_``, as pytorch-metric-learning).
         sharding: an :class:`arcloss.distributed.Sharding`: ``W`` holds this rank's classes only.
         device: of ``W``.

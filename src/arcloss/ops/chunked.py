@@ -38,7 +38,7 @@ from .plan import Plan, accumulation_dtype
 
 NORM_EPS = 1e-12  # as torch.nn.functional.normalize, which pytorch-metric-learning uses
 DEFAULT_MIN_CHUNK_BYTES = 16 * 2**20
-DEFAULT_CHUNK_FRACTION = 0.25
+DEFAULT_CHUNK_FRACTION = 0.2
 _COLUMN_BLOCK = 8192
 _ROW_BLOCK = 8
 
@@ -46,8 +46,11 @@ _ROW_BLOCK = 8
 def chunk_rows(num_rows: int, row_bytes: int, weight_bytes: int, budget_bytes: int | None = None) -> int:
     """Rows per chunk so that the chunk buffers (``row_bytes`` per row) stay within the memory budget.
 
-    The default budget is ``max(16 MiB, 0.25 * weight_bytes)``: the transient memory of the loss stays near
-    a quarter of the class centres' size however many classes there are, and small problems run in one chunk.
+    The default budget is ``max(16 MiB, 0.2 * weight_bytes)``: the transient memory of the loss stays near
+    a fifth of the class centres' size however many classes there are, and small problems run in one chunk.
+    Measured with glibc's default allocator (N=256, D=512, float32, one step, peak RSS above inputs and
+    parameters, ``W.grad`` included): 1.23 x bytes of W at C=100k and 1.20 x at C=1M (0.25: 1.32 x, 1.28 x),
+    for a CPU time per step within 3 % of it.
     Chunks are balanced (``ceil(N / n)`` rows each), because each chunk streams the ``(D, C)`` gradient
     accumulator through memory once: fewer, larger chunks are faster.
     """
