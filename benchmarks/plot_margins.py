@@ -1,6 +1,6 @@
 """Target-logit curves of the margin family against the angle: the figure on docs/margins.md.
 
-Usage: ``python benchmarks/plot_margins.py [--out docs/img/margins.png]``. Evaluates each member's
+Usage: ``python -m benchmarks.plot_margins [--out docs/img/margins.png]``. Evaluates each member's
 :class:`arcloss.AngularMargin` (the code the losses run), not a re-derivation.
 """
 

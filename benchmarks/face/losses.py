@@ -20,12 +20,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-import torch
-from torch import Tensor, nn
-from torch.nn import functional as F
+from torch import nn
 
 from arcloss import ArcFaceLoss, CosFaceLoss
 from arcloss.recipes import adacos_scale, unit_norm_init_
+from benchmarks.baselines import NormSoftmaxLoss, SoftmaxLoss
 
 # What `arcface` / `norm-softmax` mean here (the documented recommendation; see docs/face_benchmark.md): AdaCos's
 # fixed scale sqrt(2)*ln(C-1) and unit-norm class centres. The margin-aware scale (s=auto, 20.2 for C=300) trained
@@ -79,39 +78,14 @@ def parse_spec(text: str) -> LossSpec:
     return replace(spec, label=text)
 
 
-class SoftmaxLoss(nn.Module):
-    """``nn.Linear(D, C)`` then cross-entropy."""
-
-    def __init__(self, num_classes: int, embedding_size: int) -> None:
-        super().__init__()
-        self.fc = nn.Linear(embedding_size, num_classes)
-
-    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        return F.cross_entropy(self.fc(embeddings), labels)
-
-
-class NormSoftmaxLoss(nn.Module):
-    """Cross-entropy of ``scale · cos(θ_j)``; centres ``W`` ``(D, C)`` initialised like arcloss's."""
-
-    def __init__(self, num_classes: int, embedding_size: int, scale: float, unit_init: bool) -> None:
-        super().__init__()
-        self.scale = scale
-        self.W = nn.Parameter(torch.empty(embedding_size, num_classes))
-        unit_norm_init_(self.W) if unit_init else nn.init.normal_(self.W)
-
-    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        cos = F.normalize(embeddings, dim=1) @ F.normalize(self.W, dim=0)
-        return F.cross_entropy(self.scale * cos, labels)
-
-
 def make_loss(spec: LossSpec, num_classes: int, embedding_size: int) -> nn.Module:
     """Build the loss module of ``spec`` for ``num_classes`` identities and embeddings of width ``embedding_size``."""
     if spec.kind == "softmax":
-        return SoftmaxLoss(num_classes, embedding_size)
+        return SoftmaxLoss(num_classes, embedding_size)  # with bias, as a classifier head is usually written
     init = unit_norm_init_ if spec.init == "unit" else None
     if spec.kind == "norm-softmax":
         scale = adacos_scale(num_classes) if isinstance(spec.s, str) else spec.s
-        return NormSoftmaxLoss(num_classes, embedding_size, scale, spec.init == "unit")
+        return NormSoftmaxLoss(num_classes, embedding_size, scale, unit_init=spec.init == "unit")
     cls = ArcFaceLoss if spec.kind == "arcface" else CosFaceLoss
     loss = cls(num_classes, embedding_size, weight_init_func=init, **({} if spec.m is None else {"margin": spec.m}))
     if spec.s == "auto":
@@ -133,3 +107,25 @@ def describe(spec: LossSpec, loss: nn.Module) -> str:
         f"{spec.kind}: s={loss.scale:.4g}{margin}, init={spec.init}, margin warm-up {spec.warmup:g} epochs, "
         f"lr x{spec.lr:g}"
     )
+
+
+def display_name(spec: LossSpec, loss: nn.Module) -> str:
+    """A name for tables and legends that says what the run is (the spec text, e.g. ``arcface:s=auto``, does not)."""
+    if spec.kind == "softmax":
+        return "softmax (Linear + cross-entropy)"
+    name = {"arcface": "ArcFace", "cosface": "CosFace", "norm-softmax": "normalised softmax"}[spec.kind]
+    if spec.label == "arcface-default":
+        return f"{name}, drop-in defaults (s={loss.scale:g}, m={loss.margin:g}°, N(0, 1) centres)"
+    parts = []
+    if spec.label in ("arcface", "norm-softmax", "cosface"):
+        name += ", recipe"
+    scale = {"adacos": "√2·ln(C−1) = ", "auto": "margin-aware "}.get(spec.s, "") if isinstance(spec.s, str) else ""
+    parts.append(f"s={scale}{loss.scale:.3g}")
+    if hasattr(loss, "margin") and spec.m is not None:
+        parts.append(f"m={loss.margin:g}" + ("°" if spec.kind == "arcface" else ""))
+    parts.append("unit-norm centres" if spec.init == "unit" else "N(0, 1) centres")
+    if spec.warmup:
+        parts.append(f"margin warm-up {spec.warmup:g} epochs")
+    if spec.lr != 1.0:
+        parts.append(f"centres at {spec.lr:g}× lr")
+    return f"{name} ({', '.join(parts)})"

@@ -6,6 +6,8 @@ Providers (each a loss over ``N`` embeddings of width ``D`` and ``C`` classes, w
 - ``softmax``: plain ``nn.Linear(D, C, bias=False)`` + ``cross_entropy`` (the speed floor).
 - ``norm-softmax``: cosine logits times ``s`` + ``cross_entropy`` (the "naive" normalised softmax).
 - ``pml``: pytorch-metric-learning's ``ArcFaceLoss``, when installed.
+
+``softmax`` and ``norm-softmax`` are the modules of :mod:`benchmarks.baselines`, shared with the face benchmark.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 import arcloss
+from benchmarks.baselines import NormSoftmaxLoss, SoftmaxLoss
 
 PROVIDERS = ("arcloss", "arcloss-triton", "softmax", "norm-softmax", "pml")
 
@@ -62,16 +65,11 @@ def make_case(
         module = arcloss.ArcFaceLoss(num_classes, dim, backend=backend, device=device, dtype=dtype)
         return Case(lambda: module(x, labels), [module.W], x)
     if provider == "softmax":
-        linear = nn.Linear(dim, num_classes, bias=False, device=device, dtype=dtype)
-        return Case(lambda: nn.functional.cross_entropy(linear(x), labels), [linear.weight], x)
+        softmax = SoftmaxLoss(num_classes, dim, bias=False, device=device, dtype=dtype)
+        return Case(lambda: softmax(x, labels), [softmax.fc.weight], x)
     if provider == "norm-softmax":
-        weight = nn.Parameter(torch.randn(dim, num_classes, device=device, dtype=dtype))
-
-        def norm_softmax() -> Tensor:
-            cos = nn.functional.normalize(x, dim=1) @ nn.functional.normalize(weight, dim=0)
-            return nn.functional.cross_entropy(scale * cos, labels)
-
-        return Case(norm_softmax, [weight], x)
+        norm_softmax = NormSoftmaxLoss(num_classes, dim, scale, device=device, dtype=dtype)
+        return Case(lambda: norm_softmax(x, labels), [norm_softmax.W], x)
     if provider == "pml":
         from pytorch_metric_learning.losses import ArcFaceLoss
 

@@ -20,7 +20,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".tif", ".tiff", ".webp")
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_LFW = REPO_ROOT.parent / "shared" / "data" / "lfw-deepfunneled"
 
 
