@@ -216,9 +216,41 @@ def print_report(result: dict) -> None:
             for label in result["losses"]
         ]
         _table(["loss", *(f"epoch {e}" for e in epochs)], rows)
+    print("\n" + "\n".join(text_chart(result)))
     print("\nVerdict:")
     for line in result["verdict"]:
         print(f"  {line}")
+
+
+def text_chart(result: dict, width: int = 40) -> list[str]:
+    """10-fold accuracy (flip TTA, mean ± std over seeds) against epochs trained, as text bars: a figure that
+    reads the same in a terminal and in a README."""
+    names, schedules = result["names"], result["schedules"]
+    if len(schedules) > 1:
+        points = [(f"{s} epochs", s, s) for s in schedules]
+        title = "10-fold verification accuracy after full schedules of N epochs"
+    else:
+        s = schedules[0]
+        points = [(f"epoch {e}", s, int(e)) for e in result["summary"][result["losses"][0]][str(s)]]
+        title = f"10-fold verification accuracy during the {s}-epoch runs"
+    stats = {
+        (where, label): _stat(result, label, sched, epoch, "accuracy_flip")
+        for where, sched, epoch in points
+        for label in result["losses"]
+    }
+    values = [100 * st["mean"] for st in stats.values() if st]
+    lo, hi = (50.0 if min(values) >= 50 else 0.0), 100.0
+    label_width = max(len(names[label]) for label in result["losses"])
+    lines = [f"{title} (bars: {lo:.0f} to {hi:.0f} %; mean ± std over {len(result['seeds'])} seeds, %)"]
+    for where, _, _ in points:
+        lines.append(f"{where}")
+        for label in result["losses"]:
+            st = stats[(where, label)]
+            if not st:
+                continue
+            n = round(width * (100 * st["mean"] - lo) / max(1e-9, hi - lo))
+            lines.append(f"  {names[label]:<{label_width}} {'█' * n}{'·' * (width - n)} {_pm(st)}")
+    return lines
 
 
 def _table(header: list[str], rows: list[list[str]]) -> None:

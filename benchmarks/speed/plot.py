@@ -81,9 +81,11 @@ def plot(rows: list[dict[str, str]], out: Path) -> list[Path]:
             ax.grid(True, which="both", alpha=0.3)
         ax_time.legend(fontsize=8, loc="upper left", title="provider", title_fontsize=8)
         ax_mem.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
-        where = first["machine"] if device == "cpu" else device
+        machines = sorted({r["machine"] for r in device_rows})
+        where = " / ".join(machines) if device == "cpu" else device
         fig.suptitle(
-            f"ArcFace vs softmax, N={cfg['batch']}, D={cfg['dim']}, {cfg['dtype']} - {where} - torch {first['torch']}",
+            f"ArcFace vs softmax, N={cfg['batch']}, D={cfg['dim']}, {cfg['dtype']} - {where} - torch {first['torch']}"
+            + (" (points from several machines: see the CSV)" if len(machines) > 1 else ""),
             fontsize=9,
         )
         fig.tight_layout()
