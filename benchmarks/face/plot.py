@@ -47,16 +47,14 @@ def plot_budget(result: dict, path: Path) -> Path:
             xs = [int(e) for e in within]
             mean = [100 * within[e][metric]["mean"] for e in within]
             std = [100 * within[e][metric]["std"] for e in within]
-            style = "-" if len(schedules) == 1 else ":"
-            ax.plot(
-                xs, mean, style, marker="o" if len(schedules) == 1 else None, color=colors[label], label=names[label]
-            )
+            one = len(schedules) == 1
+            ax.plot(xs, mean, "-o" if one else ":", color=colors[label], label=names[label] if one else None)
             ax.fill_between(
                 xs,
                 [m - s for m, s in zip(mean, std, strict=True)],
                 [m + s for m, s in zip(mean, std, strict=True)],
                 color=colors[label],
-                alpha=0.15,
+                alpha=0.15 if one else 0.07,
                 linewidth=0,
             )
             if len(schedules) > 1:
@@ -68,6 +66,7 @@ def plot_budget(result: dict, path: Path) -> Path:
                     fmt="-o",
                     capsize=3,
                     color=colors[label],
+                    label=names[label],
                 )
         ax.set_xlabel("epochs trained")
         ax.set_ylabel(ylabel)

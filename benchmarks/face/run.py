@@ -90,16 +90,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-figures", action="store_true", help="results only (python -m benchmarks.face.plot draws them)")
-    p.add_argument("--smoke", action="store_true", help="tiny synthetic set (24 ids x 6, 32 px), 1 epoch, 1 seed")
+    p.add_argument(
+        "--smoke", action="store_true", help="tiny synthetic set (24 ids x 6, 32 px); 1 epoch, 1 seed unless given"
+    )
     args = p.parse_args(argv)
     args.device = common.resolve_device(args.device)
     cuda = args.device.type == "cuda"
     if args.losses is None:
         args.losses = FULL_LOSSES if args.full else DEFAULT_LOSSES + (CUDA_EXTRA_LOSSES if cuda else [])
+    if args.smoke:  # 1 epoch and 1 seed unless given
+        args.epochs = args.epochs or [1]
+        args.seeds = args.seeds if "--seeds" in (argv if argv is not None else sys.argv) else args.seeds[:1]
+        args.size, args.batch_size = 32, 32
     if args.epochs is None:
         args.epochs = CUDA_EPOCHS if cuda else CPU_EPOCHS
-    if args.smoke:
-        args.epochs, args.seeds, args.size, args.batch_size = [1], args.seeds[:1], 32, 32
     args.epochs = sorted(set(args.epochs))
     return args
 
