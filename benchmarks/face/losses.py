@@ -78,8 +78,9 @@ def parse_spec(text: str) -> LossSpec:
     return replace(spec, label=text)
 
 
-def make_loss(spec: LossSpec, num_classes: int, embedding_size: int) -> nn.Module:
-    """Build the loss module of ``spec`` for ``num_classes`` identities and embeddings of width ``embedding_size``."""
+def make_loss(spec: LossSpec, num_classes: int, embedding_size: int, backend: str = "auto") -> nn.Module:
+    """Build the loss module of ``spec`` for ``num_classes`` identities and embeddings of width ``embedding_size``
+    (``backend``: arcloss's ``"auto"``, ``"torch"`` or ``"triton"``)."""
     if spec.kind == "softmax":
         return SoftmaxLoss(num_classes, embedding_size)  # with bias, as a classifier head is usually written
     init = unit_norm_init_ if spec.init == "unit" else None
@@ -87,7 +88,8 @@ def make_loss(spec: LossSpec, num_classes: int, embedding_size: int) -> nn.Modul
         scale = adacos_scale(num_classes) if isinstance(spec.s, str) else spec.s
         return NormSoftmaxLoss(num_classes, embedding_size, scale, unit_init=spec.init == "unit")
     cls = ArcFaceLoss if spec.kind == "arcface" else CosFaceLoss
-    loss = cls(num_classes, embedding_size, weight_init_func=init, **({} if spec.m is None else {"margin": spec.m}))
+    margin = {} if spec.m is None else {"margin": spec.m}
+    loss = cls(num_classes, embedding_size, weight_init_func=init, backend=backend, **margin)
     if spec.s == "auto":
         margin = {"margin_degrees": loss.margin} if spec.kind == "arcface" else {"cosine_margin": loss.margin}
         loss.scale = adacos_scale(num_classes, **margin)

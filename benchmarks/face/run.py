@@ -88,6 +88,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(measured here: on a busy 2-core machine, 2 threads trained 3-5x slower than 1)",
     )
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument(
+        "--loss-backend",
+        default="auto",
+        choices=["auto", "torch", "triton"],
+        help="arcloss backend (auto: Triton for CUDA tensors when it imports and runs)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-figures", action="store_true", help="results only (python -m benchmarks.face.plot draws them)")
     p.add_argument(
@@ -122,6 +128,23 @@ def cpu_threads(requested: int, device: torch.device) -> int:
     return default
 
 
+def loss_backend(requested: str, device: torch.device) -> str:
+    """``requested``; for ``"auto"`` on CUDA, one tiny forward + backward first: if the Triton path fails on this
+    machine, say so and use the PyTorch backend rather than stop the benchmark."""
+    if requested != "auto" or device.type != "cuda":
+        return requested
+    from arcloss import ArcFaceLoss
+
+    try:
+        probe = ArcFaceLoss(10, 8, device=device)
+        probe(torch.randn(4, 8, device=device, requires_grad=True), torch.arange(4, device=device)).backward()
+        torch.cuda.synchronize(device)
+    except Exception as e:  # report and carry on with the PyTorch path
+        print(f"arcloss backend 'auto' failed on {device} ({type(e).__name__}: {e}); using backend='torch'")
+        return "torch"
+    return requested
+
+
 def checkpoints(epochs: int, every: int) -> list[int]:
     """The epochs after which a run of ``epochs`` epochs is evaluated (always including the last)."""
     every = every or max(1, epochs // 4)
@@ -132,6 +155,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     device = args.device
     torch.set_num_threads(cpu_threads(args.threads, device))
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes
     t_start = time.perf_counter()
     if args.smoke:
         faces = synthetic_identities(num_identities=24, per_identity=6, size=args.size)
@@ -157,9 +182,10 @@ def main(argv: list[str] | None = None) -> dict:
     train_images, train_labels = train_set.images.to(device), train_set.labels.to(device)
     test_images = test_set.images.to(device)
     specs = [parse_spec(s) for s in args.losses]
+    backend = loss_backend(args.loss_backend, device)
     names = {}
     for spec in specs:
-        loss = make_loss(spec, len(train_ids), args.embedding_size)
+        loss = make_loss(spec, len(train_ids), args.embedding_size, backend)
         names[spec.label] = display_name(spec, loss)
         print(f"  {spec.label:<18} {names[spec.label]}  [{describe(spec, loss)}]")
     per_epoch = steps_per_epoch(train_images.shape[0], args.batch_size)
@@ -178,7 +204,7 @@ def main(argv: list[str] | None = None) -> dict:
                 torch.manual_seed(seed)
                 backbone = make_backbone(args.backbone, args.embedding_size).to(device)
                 torch.manual_seed(10_000 + seed)
-                loss_fn = make_loss(spec, len(train_ids), args.embedding_size).to(device)
+                loss_fn = make_loss(spec, len(train_ids), args.embedding_size, backend).to(device)
                 evals: dict[int, dict] = {}
 
                 def on_checkpoint(epoch: int, backbone=backbone, evals=evals, last=epochs) -> None:
