@@ -157,7 +157,7 @@ def verdict(result: dict) -> list[str]:
             trend = (
                 "the sign of the gap changes with the budget"
                 if len(signs) > 1
-                else ("ahead at every budget" if signs == {True} else "behind at every budget")
+                else f"the mean is {'ahead' if signs == {True} else 'behind'} at every point"
             )
             lines.append(f"  gap to softmax (accuracy points) {text}: {trend}.")
     if len(schedules) == 1 and len(result["summary"][losses[0]][str(longest)]) > 1:
