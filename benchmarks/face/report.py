@@ -146,8 +146,9 @@ def verdict(result: dict) -> list[str]:
         else:
             relation = f"within the spread over seeds ({spread:.2f}): no clear winner"
         lines.append(
-            f"After {longest} epochs, {names[label]} {'leads' if d > 0 else 'trails'} softmax by {abs(d):.2f} points "
-            f"of 10-fold accuracy ({_pm(a)} vs {_pm(b)} %, mean ± std over {n} seeds); {relation}. "
+            f"After {_plural(longest, 'epoch')}, {names[label]} {'leads' if d > 0 else 'trails'} softmax "
+            f"by {abs(d):.2f} points "
+            f"of 10-fold accuracy ({_pm(a)} vs {_pm(b)} %, mean ± std over {_plural(n, 'seed')}); {relation}. "
             f"TAR@FAR=1e-2: {_pm(ta)} vs {_pm(tb)} %."
         )
         gaps = _gaps(result, label)
@@ -166,6 +167,10 @@ def verdict(result: dict) -> list[str]:
             "whole run), not results of shorter schedules; --epochs 12 20 40 trains one schedule per budget."
         )
     return lines
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def _gaps(result: dict, label: str) -> list[tuple[str, float]]:
