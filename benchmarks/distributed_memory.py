@@ -8,21 +8,22 @@ that rank: its shard of ``W``, the gradient, the SGD momentum buffer, the chunk 
 embeddings. A training step is forward + backward + ``SGD(momentum=0.9, weight_decay=5e-4).step()`` on ``W``
 (insightface's settings); the embeddings are random leaf tensors (no backbone).
 
-Usage (run once, under the shared-CPU lock)::
+Usage, from the repository root (on a quiet machine: every rank shares its cores)::
 
-    flock /tmp/arcloss-cpu.lock python benchmarks/distributed_memory.py            # memory and time
-    flock /tmp/arcloss-cpu.lock python benchmarks/distributed_memory.py --approx   # PartialFC vs full softmax
+    python -m benchmarks.distributed_memory            # memory and time
+    python -m benchmarks.distributed_memory --approx   # PartialFC vs full softmax
+
+Results are appended to ``benchmarks/results/distributed_memory.csv`` / ``distributed_partial_fc.csv`` in the
+shared schema (:data:`benchmarks.common.FIELDS`): one row per setting and metric, summarised over the ranks
+(memory, time) or the trials (approximation).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import json
 import os
-import platform
-import resource
 import statistics
 import sys
 import tempfile
@@ -33,20 +34,20 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-import arcloss
 from arcloss import ArcFaceLoss
 from arcloss.distributed import Sharding
+from benchmarks import common
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = common.RESULTS
+BENCHMARK = "distributed_memory"
 
 
 def _rss_mib() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    return common.rss_bytes() / 2**20
 
 
 def _peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    return common.peak_rss_bytes() / 2**20
 
 
 def _rank_main(rank: int, world: int, args: argparse.Namespace, sample_rate: float, tmp: str) -> None:
@@ -94,57 +95,40 @@ def _rank_main(rank: int, world: int, args: argparse.Namespace, sample_rate: flo
     dist.destroy_process_group()
 
 
-def _environment() -> dict:
-    cpu = "unknown"
-    if Path("/proc/cpuinfo").exists():
-        cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), cpu)
-    return {
-        "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%MZ"),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "arcloss": arcloss.__version__,
-        "backend": "gloo",
-    }
+# per-rank result key -> (metric, unit, factor)
+MEMORY_METRICS = {
+    "peak_minus_baseline_mib": ("memory_rank", "MB", 1.0),
+    "w_shard_mib": ("w_shard", "MB", 1.0),
+    "fwd_bwd_s_median": ("time_fwd_bwd", "ms", 1e3),
+    "step_s_median": ("time_step", "ms", 1e3),
+}
+APPROX_METRICS = {"loss_gap": "1", "grad_x_cosine": "1", "grad_x_norm_ratio": "1"}
 
 
 def run_memory(args: argparse.Namespace) -> None:
     rows = []
-    env = _environment()
+    env, date = common.environment(torch.device("cpu")), common.now_utc()
     for world in args.ranks:
         for rate in args.sample_rates:
             with tempfile.TemporaryDirectory() as tmp:
                 mp.spawn(_rank_main, args=(world, args, rate, tmp), nprocs=world, join=True)
-                for rank in range(world):
-                    r = json.loads(Path(tmp, f"rank{rank}.json").read_text())
-                    row = {
-                        **env,
-                        "ranks": world,
-                        "sample_rate": rate,
-                        "num_classes": args.classes,
-                        "dim": args.dim,
-                        "global_batch": args.batch,
-                        "timed_steps": args.steps,
-                        **r,
-                    }
-                    rows.append(row)
-                    print(
-                        json.dumps(
-                            {
-                                k: row[k]
-                                for k in (
-                                    "ranks",
-                                    "sample_rate",
-                                    "rank",
-                                    "w_shard_mib",
-                                    "peak_minus_baseline_mib",
-                                    "step_s_median",
-                                )
-                            }
-                        ),
-                        flush=True,
-                    )
+                per_rank = [json.loads(Path(tmp, f"rank{rank}.json").read_text()) for rank in range(world)]
+            config = {
+                "num_classes": args.classes,
+                "dim": args.dim,
+                "global_batch": args.batch,
+                "sample_rate": rate,
+                "timed_steps": args.steps,
+                "threads_per_rank": per_rank[0]["threads_per_rank"],
+                "backend": "gloo",
+            }
+            for key, (metric, unit, k) in MEMORY_METRICS.items():
+                values = [k * r[key] for r in per_rank]
+                rows.append(
+                    common.row(BENCHMARK, "arcface-sharded", metric, unit, "ranks", world, values, config, env, date)
+                )
+            summary = {m: round(max(k * r[key] for r in per_rank), 1) for key, (m, _, k) in MEMORY_METRICS.items()}
+            print(json.dumps({"ranks": world, "sample_rate": rate, "max over ranks": summary}), flush=True)
     _write(rows, args.out)
 
 
@@ -156,8 +140,8 @@ def run_approx(args: argparse.Namespace) -> None:
     step is compared with the full loss (``eval()``: every class) of the same batch and W.
     """
     torch.set_num_threads(os.cpu_count() or 1)
-    env = _environment()
-    rows = []
+    env, date = common.environment(torch.device("cpu")), common.now_utc()
+    measured: dict[tuple[float, float], dict[str, list[float]]] = {}
     loss_fn = ArcFaceLoss(args.classes, args.dim, sharding=Sharding(seed=0))
     loss_fn.W.requires_grad_(False)  # only the loss and the embedding gradient are compared
     w = loss_fn.W.detach()
@@ -180,51 +164,47 @@ def run_approx(args: argparse.Namespace) -> None:
             target_cos = float(torch.nn.functional.cosine_similarity(x, centres).mean())
             for rate in args.approx_rates:
                 sampled_loss, sampled_grad = results[rate]
-                rows.append(
-                    {
-                        **env,
-                        "num_classes": args.classes,
-                        "dim": args.dim,
-                        "batch": args.batch,
-                        "scale": loss_fn.scale,
-                        "margin_deg": loss_fn.margin,
-                        "trial": trial,
-                        "noise": level,
-                        "mean_target_cos": target_cos,
-                        "sample_rate": rate,
-                        "full_loss": full_loss,
-                        "sampled_loss": sampled_loss,
-                        "loss_gap": full_loss - sampled_loss,
-                        "grad_x_cosine": float(torch.nn.functional.cosine_similarity(sampled_grad, full_grad, 0)),
-                        "grad_x_norm_ratio": float(sampled_grad.norm() / full_grad.norm()),
-                    }
+                values = {
+                    "loss_gap": full_loss - sampled_loss,
+                    "grad_x_cosine": float(torch.nn.functional.cosine_similarity(sampled_grad, full_grad, 0)),
+                    "grad_x_norm_ratio": float(sampled_grad.norm() / full_grad.norm()),
+                    "mean_target_cos": target_cos,
+                }
+                for k, v in values.items():
+                    measured.setdefault((level, rate), {}).setdefault(k, []).append(v)
+                print(json.dumps({"trial": trial, "noise": level, "sample_rate": rate, **values}), flush=True)
+    rows = []
+    for (level, rate), by_metric in measured.items():
+        config = {
+            "num_classes": args.classes,
+            "dim": args.dim,
+            "batch": args.batch,
+            "scale": loss_fn.scale,
+            "margin_deg": loss_fn.margin,
+            "noise": str(level),
+            "mean_target_cos": round(statistics.fmean(by_metric["mean_target_cos"]), 4),
+        }
+        for metric, unit in APPROX_METRICS.items():
+            rows.append(
+                common.row(
+                    "distributed_partial_fc",
+                    "PartialFC",
+                    metric,
+                    unit,
+                    "sample_rate",
+                    rate,
+                    by_metric[metric],
+                    config,
+                    env,
+                    date,
                 )
-                print(
-                    json.dumps(
-                        {
-                            k: rows[-1][k]
-                            for k in (
-                                "noise",
-                                "mean_target_cos",
-                                "sample_rate",
-                                "full_loss",
-                                "sampled_loss",
-                                "grad_x_cosine",
-                            )
-                        }
-                    ),
-                    flush=True,
-                )
+            )
     _write(rows, args.out)
 
 
 def _write(rows: list[dict], out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    print(f"wrote {out}", file=sys.stderr)
+    common.append_rows(out, rows)
+    print(f"appended {len(rows)} rows to {out}", file=sys.stderr)
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """Target-logit curves of the margin family against the angle: the figure on docs/margins.md.
 
-Usage: ``python benchmarks/plot_margins.py [--out docs/img/margins.png]``. Evaluates each member's
+Usage: ``python -m benchmarks.plot_margins [--out docs/img/margins.png]``. Evaluates each member's
 :class:`arcloss.AngularMargin` (the code the losses run), not a re-derivation.
 """
 
@@ -35,19 +35,19 @@ def main() -> None:
     )
     args = parser.parse_args()
     theta = torch.linspace(0, math.pi, 2001, dtype=torch.float64)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(9.5, 4.5))
     for name, margin in MEMBERS.items():
         phi, _ = margin(torch.cos(theta))
         ax.plot(torch.rad2deg(theta), phi, label=name, linestyle="--" if "easy" in name else "-")
     ax.set_xlabel("angle to the class centre θ (degrees)")
-    ax.set_ylabel("target logit / s")
+    ax.set_ylabel("target logit / s (dimensionless)")
     ax.set_xlim(0, 180)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     ax.set_title("Target logit of each margin (easy margin jumps back to cos θ at 90°)", fontsize=10)
     fig.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=120)
+    fig.savefig(args.out, dpi=120, bbox_inches="tight")
     print(f"wrote {args.out}")
 
 

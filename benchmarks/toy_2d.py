@@ -6,7 +6,7 @@ classes 0–7 (1,437 images). A small MLP maps each image to a 2-D embedding; th
 direction on the unit circle (radius jittered by class for legibility) and each class centre's direction, as in
 Fig. 3 of the ArcFace paper.
 
-    python benchmarks/toy_2d.py                   # writes docs/img/toy_2d.png and prints the gaps (~15 s)
+    python -m benchmarks.toy_2d                   # writes docs/img/toy_2d.png and prints the gaps (~15 s)
 
 In 2-D the classes cannot pass each other on the circle, so an unlucky initialisation can leave two classes
 sharing one sector: with ``--seed 0`` two ArcFace classes overlap (a gap of -3.3°) while the other gaps are 34–52°.

@@ -12,11 +12,10 @@ if ! python -c "import torch" 2>/dev/null; then
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
     pip install -q "torch>=2.4"                       # a CUDA build, for a machine with a GPU
   else
-    # CPU machine: never let pip pick the multi-GB CUDA build. First a CPU wheel pip can already see
-    # (a local wheel cache), then PyTorch's CPU index, and only then the default.
+    # CPU machine: never let pip pick the multi-GB CUDA build. First a CPU wheel pip can already see (a local
+    # wheel cache), else PyTorch's CPU wheel index alone (it also serves torch's dependencies).
     pip install -q "torch==2.13.0+cpu" 2>/dev/null \
-      || pip install -q torch --index-url https://download.pytorch.org/whl/cpu --extra-index-url https://pypi.org/simple \
-      || pip install -q "torch>=2.4"
+      || pip install -q "torch>=2.4" --index-url https://download.pytorch.org/whl/cpu
   fi
 fi
 spec="$root"

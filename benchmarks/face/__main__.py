@@ -1,0 +1,3 @@
+from benchmarks.face.run import main
+
+main()
