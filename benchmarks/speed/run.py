@@ -75,7 +75,10 @@ def time_providers(names: list[str], num_classes: int, args, device) -> dict[str
     interleave = len(names) * num_classes * args.dim * 4 <= INTERLEAVE_BYTES
     groups = [names] if interleave else [[name] for name in names]
     for group in groups:
-        cases = {name: providers.make_case(name, num_classes, args.batch, args.dim, device) for name in group}
+        cases = {
+            name: providers.make_case(name, num_classes, args.batch, args.dim, device, precision=args.precision)
+            for name in group
+        }
         for rep in range(repeats + args.warmup):
             for name, case in cases.items():
                 forward, backward = _time_case(case, device)
@@ -87,10 +90,13 @@ def time_providers(names: list[str], num_classes: int, args, device) -> dict[str
     return times
 
 
-def memory_child(name: str, num_classes: int, batch: int, dim: int, device: torch.device) -> float:
+def memory_child(
+    name: str, num_classes: int, batch: int, dim: int, device: torch.device, precision: str = "fp32"
+) -> float:
     """Bytes one training step adds above the inputs and parameters (see module docstring)."""
-    providers.make_case(name, 16, batch, dim, device).loss().backward()  # load libraries, start thread pools
-    case = providers.make_case(name, num_classes, batch, dim, device)
+    # load libraries, start thread pools
+    providers.make_case(name, 16, batch, dim, device, precision=precision).loss().backward()
+    case = providers.make_case(name, num_classes, batch, dim, device, precision=precision)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -109,6 +115,7 @@ def measure_memory(name: str, num_classes: int, args, device, tuned: bool = Fals
     """Run :func:`memory_child` in a fresh process (default allocator, or ``TUNED_MALLOC``); returns MB."""
     command = [sys.executable, "-m", "benchmarks.speed.run", "--_memory-child", name, str(num_classes)]
     command += ["--batch", str(args.batch), "--dim", str(args.dim), "--device", str(device)]
+    command += ["--precision", args.precision]
     env = dict(os.environ, **TUNED_MALLOC) if tuned else dict(os.environ)
     out = subprocess.run(command, capture_output=True, text=True, check=True, env=env, cwd=common.ROOT.parent)
     return json.loads(out.stdout.strip().splitlines()[-1])["bytes"] / 2**20
@@ -117,7 +124,18 @@ def measure_memory(name: str, num_classes: int, args, device, tuned: bool = Fals
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--classes", type=int, nargs="+", default=[1000, 10_000, 100_000, 1_000_000])
-    parser.add_argument("--providers", nargs="+", default=list(providers.PROVIDERS))
+    parser.add_argument(
+        "--providers",
+        nargs="+",
+        choices=providers.PROVIDERS,
+        help="default: all on CUDA; " + ", ".join(providers.CPU_DEFAULT) + " on a CPU",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=tuple(providers.PRECISIONS),
+        default="fp32",
+        help="fp32, or bf16/fp16 autocast around the loss (parameters stay float32)",
+    )
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=0, help="default: more for small C, at least 3")
@@ -138,17 +156,20 @@ def main(argv: list[str] | None = None) -> None:
     device = common.resolve_device(args.device)
     if args._memory_child:
         name, num_classes = args._memory_child
-        print(json.dumps({"bytes": memory_child(name, int(num_classes), args.batch, args.dim, device)}))
+        extra = memory_child(name, int(num_classes), args.batch, args.dim, device, args.precision)
+        print(json.dumps({"bytes": extra}))
         return
 
-    names = [p for p in args.providers if providers.available(p, device)]
-    skipped = sorted(set(args.providers) - set(names))
+    requested = args.providers or providers.default_providers(device)
+    names = [p for p in requested if providers.available(p, device)]
+    skipped = sorted(set(requested) - set(names))
     if skipped:
         print(f"skipping unavailable providers: {', '.join(skipped)}")
     env = common.environment(device)
     date = common.now_utc()
-    config = {"batch": args.batch, "dim": args.dim, "dtype": "float32"}
-    print(f"{common.describe_environment(env)} | N={args.batch} D={args.dim} float32")
+    precision = "float32" if args.precision == "fp32" else f"{args.precision} autocast"
+    config = {"batch": args.batch, "dim": args.dim, "dtype": precision}
+    print(f"{common.describe_environment(env)} | N={args.batch} D={args.dim} {precision}")
     for num_classes in args.classes:
         rows = []
         w_mb = num_classes * args.dim * 4 / 2**20
