@@ -122,8 +122,10 @@ def tiles(monkeypatch) -> Callable[[wp.Tiles | None], None]:
 
 
 def assert_fp64_close(actual: torch.Tensor, expected: torch.Tensor) -> None:
+    """float64 agreement up to rounding: an entry that is exactly 0 by cancellation (the embedding gradient at
+    D = 1, radial by construction) keeps rounding noise of the O(SCALE) terms that cancel (~1e-12)."""
     assert actual.dtype == expected.dtype == torch.float64
-    torch.testing.assert_close(actual, expected, rtol=1e-10, atol=1e-12 * max(1.0, expected.abs().max().item()))
+    torch.testing.assert_close(actual, expected, rtol=1e-10, atol=1e-11 * max(1.0, expected.abs().max().item()))
 
 
 NAMES = ("loss", "grad_x", "grad_w", "grad_target")

@@ -42,7 +42,6 @@ before this module was first imported (``triton.jit`` reads it at decoration tim
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from typing import NamedTuple
 
@@ -50,6 +49,7 @@ import torch
 from torch import Tensor
 
 from .chunk_softmax import ChunkTargets, RowStats
+from .triton_support import device_guard, is_interpreted
 
 try:
     import triton
@@ -219,23 +219,12 @@ def _check(buf: Tensor, labels: Tensor, vectors: dict[str, Tensor]) -> tl.dtype:
     for name, tensor in (("labels", labels), *vectors.items()):
         if tensor.device != buf.device:
             raise ValueError(f"{name} is on {tensor.device} but buf is on {buf.device}")
-    if buf.device.type != "cuda" and not isinstance(_row_stats_kernel, _interpreted_type()):
+    if buf.device.type != "cuda" and not is_interpreted(_row_stats_kernel):
         raise RuntimeError(
             f"the Triton kernels were compiled for CUDA but buf is on {buf.device}: set TRITON_INTERPRET=1 "
-            "before arcloss._softmax_triton is first imported to run them on CPU tensors"
+            "before arcloss.ops.softmax_triton is first imported to run them on CPU tensors"
         )
     return _SUPPORTED[buf.dtype]
-
-
-def _interpreted_type() -> type:
-    from triton.runtime.interpreter import InterpretedFunction
-
-    return InterpretedFunction
-
-
-def _device_guard(device: torch.device) -> contextlib.AbstractContextManager:
-    """Triton launches on the current CUDA device: make it ``device``'s."""
-    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 def row_stats(
@@ -266,7 +255,7 @@ def row_stats(
     part_max = torch.empty(k, cfg.splits, dtype=buf.dtype, device=buf.device)
     part_sum = torch.empty_like(part_max)
     if k:
-        with _device_guard(buf.device):
+        with device_guard(buf.device):
             _row_stats_kernel[(k, cfg.splits)](
                 buf,
                 labels.contiguous(),
@@ -334,7 +323,7 @@ def logit_grad_(
     if k == 0:
         return None
     cfg = launch_config(k, c, buf.dtype, buf.device, block_size=block_size, col_splits=col_splits)
-    with _device_guard(buf.device):
+    with device_guard(buf.device):
         _logit_grad_kernel[(k, cfg.splits)](
             buf,
             labels.contiguous(),

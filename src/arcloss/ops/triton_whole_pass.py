@@ -102,7 +102,6 @@ same, global loss.)
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -115,6 +114,8 @@ try:
     import triton.language as tl
 except ImportError as exc:  # pragma: no cover - exercised only where triton is absent
     raise ImportError("arcloss's Triton whole-pass engine needs triton: pip install 'arcloss[triton]'") from exc
+
+from .triton_support import device_guard, is_interpreted
 
 __all__ = ["Tiles", "choose_tiles", "cuda_tiles", "whole_pass_margin_ce"]
 
@@ -610,13 +611,7 @@ def choose_tiles(n_rows: int, n_cols: int, n_dim: int, mm_dtype: torch.dtype, de
     )
 
 
-def _interpreted() -> bool:
-    from triton.runtime.interpreter import InterpretedFunction
-
-    return isinstance(_stats_kernel, InterpretedFunction)
-
-
-_INTERPRETED = _interpreted()  # at import: triton.jit chose the interpreter (TRITON_INTERPRET=1) or CUDA
+_INTERPRETED = is_interpreted(_stats_kernel)  # at import: triton.jit chose the interpreter (TRITON_INTERPRET=1) or CUDA
 
 
 def _check_inputs(
@@ -654,11 +649,6 @@ def _launch(kernel: Any, grid: tuple[int, ...]) -> Callable[..., Any]:
     """``kernel[grid]``: the launcher of a Triton kernel, typed loosely (its constexpr and launch options are
     checked by Triton, not by the type checker)."""
     return kernel[grid]
-
-
-def _device_guard(device: torch.device) -> contextlib.AbstractContextManager:
-    """Triton launches on the current CUDA device: make it ``device``'s."""
-    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 def whole_pass_margin_ce(
@@ -744,7 +734,7 @@ def whole_pass_margin_ce(
     row_max = torch.empty(n, dtype=acc, device=device)
     row_sum = torch.empty_like(row_max)
     vector_grid = (triton.cdiv(n, _ROWS_PER_VECTOR_PROGRAM),)
-    with _device_guard(device):
+    with device_guard(device):
         _launch(_prep_x_kernel, (triton.cdiv(n, _FINISH_ROWS),))(
             x, x_mm, inv_x, n, d, x.stride(0), x.stride(1),
             BLOCK_R=_FINISH_ROWS, BLOCK_D=min(tiles.block_d, 128), ACC=tl_acc, MM=tl_mm, EPS=NORM_EPS,
@@ -760,12 +750,12 @@ def whole_pass_margin_ce(
         )  # fmt: skip
     if reduce_stats is not None:
         row_max, row_sum = (t.to(acc).contiguous() for t in reduce_stats(row_max, row_sum))
-        with _device_guard(device):
+        with device_guard(device):
             _launch(_loss_kernel, vector_grid)(
                 row_max, row_sum, target_logit, row_weight, loss, grad_target, n,
                 BLOCK=_ROWS_PER_VECTOR_PROGRAM, ACC=tl_acc,
             )  # fmt: skip
-    with _device_guard(device):
+    with device_guard(device):
         if grad_w is not None:
             _launch(_grad_w_kernel, (n_class_tiles, n_dim_chunks))(
                 x_mm, weight, *row_inputs, row_max, row_sum, inv_x, inv_w, grad_w, n, c, **geometry,
