@@ -142,9 +142,14 @@ def fused_margin_loss(
         source = embeddings if norm_source is None else norm_source
         norm = torch.linalg.vector_norm(source.to(acc), dim=1)
         phi, dphi = margin(cos, norm)
-        return MarginCrossEntropy.apply(
+        loss = MarginCrossEntropy.apply(
             embeddings, weight, local_labels, scale * phi, (scale * dphi).detach(), scale, reduction, plan
         )
+        extra = margin.row_loss(norm)
+        if extra is None:
+            return loss
+        # A per-row term of the norms (Margin.row_loss), reduced as the cross-entropy is.
+        return loss + (extra if reduction == "none" else extra.mean() if reduction == "mean" else extra.sum())
 
 
 def arcface_loss(
