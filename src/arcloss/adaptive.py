@@ -115,7 +115,7 @@ class AdaFaceMargin(_CheckedMargin):
         dtype, device: of the ``batch_mean``/``batch_std`` buffers (float32 unless float64 is asked for).
 
     Buffers:
-        batch_mean, batch_std: ``()`` running mean and (unbiased) standard deviation of the clipped norms.
+        batch_mean, batch_std: ``(1,)`` running mean and (unbiased) standard deviation of the clipped norms.
     """
 
     _checks: ClassVar[dict[str, Callable[[str, object], object]]] = {
@@ -141,8 +141,9 @@ class AdaFaceMargin(_CheckedMargin):
         super().__init__()
         self.m, self.h, self.t_alpha = m, h, t_alpha
         dtype = torch.float64 if dtype == torch.float64 else torch.float32
-        self.register_buffer("batch_mean", torch.tensor(20.0, dtype=dtype, device=device))
-        self.register_buffer("batch_std", torch.tensor(100.0, dtype=dtype, device=device))
+        # Shape (1,) as the official head's (and: torch.compile drops in-place updates of 0-dim buffers).
+        self.register_buffer("batch_mean", torch.full((1,), 20.0, dtype=dtype, device=device))
+        self.register_buffer("batch_std", torch.full((1,), 100.0, dtype=dtype, device=device))
 
     def margin_scaler(self, norm: Tensor) -> Tensor:
         """``z = clip(h (clip(|x|, 0.001, 100) - mu) / (sigma + 1e-3), -1, 1)`` with the current running
