@@ -119,7 +119,9 @@ def fused_margin_loss(
 
     ``labels`` are global classes, ``local_labels`` the classes among ``weight``'s columns (-1: another
     shard's); ``norm_source`` (default ``embeddings``) is where the feature norms are taken from, so that a
-    sharded loss can route their gradient without summing it over ranks.
+    sharded loss can route their gradient without summing it over ranks. A margin's per-row term of the norms
+    (:meth:`~arcloss.margins.Margin.row_loss`, e.g. MagFace's regulariser) is added to the rows' losses before
+    the reduction.
     """
     if not isinstance(margin, Margin):
         raise TypeError(f"margin must be an arcloss.margins.Margin, got {type(margin).__name__}")

@@ -473,7 +473,7 @@ class AdaFaceLoss(MarginLoss):
             offset in the additive part -- not degrees, unlike :class:`ArcFaceLoss`'s margin.
         h: concentration of the margin scaler (0.333: ~68 % of rows have ``|z| < 0.333``).
         scale: logit scale ``s`` (64 in the paper).
-        t_alpha: momentum of the running norm statistics (0.01 in the paper's training scripts).
+        t_alpha: momentum of the running norm statistics (0.01, the official training configuration's default).
         Others: as :class:`MarginLoss`. ``dtype`` also sets the statistics' dtype (float64, else float32).
 
     Attributes:
