@@ -253,8 +253,8 @@ def test_magface_gradient_flows_through_the_norm_inside_its_range_only():
     radial = (gx * x).sum(dim=1) / x.norm(dim=1)
     assert radial[:5].abs().max() <= 1e-12 * gx.norm(dim=1).max()
     assert (radial[5:].abs() > 1e-6).all()
-    # The regulariser alone: d/da [lambda_g (a / u_a^2 + 1 / a)] along x_i / |x_i|, for a row of its own class
-    # weight orthogonal... checked through a margin-free copy: l_margin = u_margin = 0 leaves CE of the direction.
+    # With zero margins the cross-entropy depends on the direction only: the radial gradient is the regulariser's,
+    # d/da [lambda_g (a / u_a^2 + 1 / a)] times the row's upstream weight.
     plain = _magface(7, 6, w, reduction="none", l_margin=0.0, u_margin=0.0)
     _, gx0, _ = _run(plain, x, y)
     a = x.norm(dim=1)
@@ -326,8 +326,7 @@ def test_functional_margin_loss_takes_the_adaptive_margins():
 @pytest.mark.parametrize("kind", ["adaface", "magface"])
 def test_torch_compile_equals_eager(kind):
     x, w, y = _problem(7, 6, 9, 6, 5.0, 120.0)
-    make = _adaface if kind == "adaface" else _magface
-    eager, compiled_module = make(9, 6, w, t_alpha=0.2) if kind == "adaface" else make(9, 6, w), None
+    eager = _adaface(9, 6, w, t_alpha=0.2) if kind == "adaface" else _magface(9, 6, w)
     compiled_module = copy.deepcopy(eager)
     compiled = torch.compile(compiled_module)
     for step in range(2):
@@ -399,8 +398,7 @@ def test_attributes_validation_and_repr():
         MagFaceLoss(10, 4, l_a=50, u_a=40)
     with pytest.raises(ValueError, match="l_a must be < u_a"):
         mag.u_a = 5.0
-    assert mag.u_a == 5.0 or mag.margin_fn._u_a == 5.0  # the failed set is reported; restore a valid range
-    mag.u_a = 110.0
+    assert mag.u_a == 110.0  # a failed set leaves the margin as it was
     with pytest.raises(ValueError, match=r"u_margin must be in \[0, 180\)"):
         mag.u_margin = 180.0
     with pytest.raises(TypeError, match="easy_margin must be a bool"):

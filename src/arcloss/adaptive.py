@@ -94,8 +94,14 @@ class _CheckedMargin(Margin):
     def set(self, name: str, value: object, *, label: str | None = None) -> None:
         if name not in self._checks:
             raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
-        object.__setattr__(self, "_" + name, self._checks[name](label or name, value))
-        self._validate_together(label or name)
+        value = self._checks[name](label or name, value)
+        previous = getattr(self, "_" + name, None)
+        object.__setattr__(self, "_" + name, value)
+        try:
+            self._validate_together(label or name)
+        except ValueError:
+            object.__setattr__(self, "_" + name, previous)  # a failed set leaves the margin as it was
+            raise
 
     def _validate_together(self, label: str) -> None:
         """Checks across attributes (run once all are set)."""
