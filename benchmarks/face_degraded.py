@@ -75,8 +75,11 @@ def degrade(images: Tensor, kind: str, level: float, gen: torch.Generator | None
     return x.round().clamp(0, 255).to(torch.uint8)
 
 
-def degraded_sets(images: Tensor, seed: int) -> tuple[dict[tuple[str, int], Tensor], Tensor, Tensor]:
-    """Every (kind, level index 1..3) version of ``images``, and the mixed set with each image's level (1..3)."""
+def degraded_sets(
+    images: Tensor, seed: int, fraction: float = 1.0
+) -> tuple[dict[tuple[str, int], Tensor], Tensor, Tensor]:
+    """Every (kind, level index 1..3) version of ``images``, and the mixed set: each image degraded by a random
+    kind at a random level (1..3), or, with probability ``1 - fraction``, left clean (level 0); and the levels."""
     gen = torch.Generator().manual_seed(seed)
     sets = {
         (kind, i + 1): degrade(images, kind, level, gen)
@@ -86,6 +89,7 @@ def degraded_sets(images: Tensor, seed: int) -> tuple[dict[tuple[str, int], Tens
     kinds = list(DEGRADATIONS)
     pick = torch.randint(0, len(kinds), (images.shape[0],), generator=gen)
     level = torch.randint(1, 4, (images.shape[0],), generator=gen)
+    level[torch.rand(images.shape[0], generator=gen) >= fraction] = 0
     mixed = images.clone()
     for k, kind in enumerate(kinds):
         for lv in (1, 2, 3):
@@ -100,6 +104,19 @@ def raw_norms(backbone: nn.Module, images: Tensor, batch_size: int = 512) -> Ten
     backbone.eval()
     out = [torch.linalg.vector_norm(backbone(to_float(b)), dim=1) for b in torch.split(images, batch_size)]
     return torch.cat(out)
+
+
+def _ranks(v: Tensor) -> Tensor:
+    """Ranks 1..n of ``v``, ties sharing their mean rank."""
+    _, inverse, counts = torch.unique(v, return_inverse=True, return_counts=True)
+    ends = counts.cumsum(0).double()
+    return ((ends - counts.double() + 1 + ends) / 2)[inverse]
+
+
+def _spearman(a: Tensor, b: Tensor) -> float:
+    ra, rb = _ranks(a), _ranks(b)
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    return float((ra * rb).sum() / (ra.norm() * rb.norm()))
 
 
 def _metrics(scores: Tensor, same: Tensor) -> dict[str, float]:
@@ -127,6 +144,10 @@ def evaluate_degraded(backbone: nn.Module, images: Tensor, pairs: tuple[Tensor, 
     # clean one has the larger norm (0.5: the norm ignores the degradation).
     out["norm_clean_above_degraded"] = float((clean_norm > mixed_norm).double().mean())
     out["mixed_norm_by_level"] = [float(mixed_norm[mixed_level == lv].mean()) for lv in (1, 2, 3)]
+    # Spearman rank correlation between the norm and the degradation level over the clean and mixed images.
+    levels = torch.cat([torch.zeros_like(mixed_level), mixed_level]).double()
+    norms = torch.cat([clean_norm, mixed_norm]).double()
+    out["norm_level_spearman"] = _spearman(norms, levels)
     return out
 
 
@@ -151,6 +172,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--resume", action="store_true", help="reuse OUT/runs/*.json written with the same settings")
+    p.add_argument(
+        "--train-degrade",
+        type=float,
+        default=0.0,
+        help="fraction of the TRAINING images replaced, once and seeded, by a degraded version (a random kind\n"
+        "and level, as the mixed test set); default 0: the training images are never degraded",
+    )
     p.add_argument("--smoke", action="store_true", help="tiny synthetic set (24 ids x 6, 32 px), 1 epoch, 1 seed")
     args = p.parse_args(argv)
     if args.smoke:
@@ -160,7 +188,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def _settings(args: argparse.Namespace) -> dict:
     keys = ("data", "epochs", "batch_size", "lr", "size", "embedding_size", "test_fraction", "split_seed", "smoke")
-    return {k: getattr(args, k) for k in keys}
+    settings = {k: getattr(args, k) for k in keys}
+    if args.train_degrade:
+        settings["train_degrade"] = args.train_degrade
+    return settings
 
 
 def _run_path(out: Path, label: str, seed: int) -> Path:
@@ -185,6 +216,10 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"data: {faces.description}{' (LFW)' if is_lfw else ''}")
     n_test = test_set.labels.numel()
     print(f"split: {len(train_ids)} train identities, {len(test_ids)} test identities ({n_test} images)")
+    train_images = train_set.images
+    if args.train_degrade:
+        _, train_images, train_level = degraded_sets(train_images, args.split_seed + 1, args.train_degrade)
+        print(f"training images degraded: {int((train_level > 0).sum())} of {train_level.numel()}")
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, threads=args.threads)
     specs = [parse_spec(s) for s in args.losses]
     runs = []
@@ -208,7 +243,7 @@ def main(argv: list[str] | None = None) -> dict:
                 train,
                 backbone,
                 loss_fn,
-                train_set.images,
+                train_images,
                 train_set.labels,
                 cfg,
                 seed,
@@ -252,6 +287,8 @@ def _report(runs: list[dict], specs, args, description: str, out: Path, wall: fl
         *((f"{kind}3 acc", lambda r, k=kind: r["levels"][f"{k}3"]["accuracy"]) for kind in DEGRADATIONS),
         ("norm clean>deg.", lambda r: r["norm_clean_above_degraded"]),
     ]
+    if all("norm_level_spearman" in r for r in runs):
+        columns.append(("norm~level rho", lambda r: r["norm_level_spearman"]))
     summary, rows = {}, []
     for label, rs in by_loss.items():
         summary[label] = {}

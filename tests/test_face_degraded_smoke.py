@@ -54,23 +54,36 @@ def test_mixed_set_degrades_each_image_once_at_its_level():
     assert set(level.tolist()) <= {1, 2, 3}
     for i in range(30):
         assert any(torch.equal(mixed[i], sets[(k, int(level[i]))][i]) for k in face_degraded.DEGRADATIONS)
+    _, part, level = face_degraded.degraded_sets(_images(400), seed=1, fraction=0.25)
+    assert 0.15 < (level > 0).double().mean().item() < 0.35
+    assert torch.equal(part[level == 0], _images(400)[level == 0])
+
+
+def test_spearman_matches_its_definition():
+    a, b = torch.tensor([3.0, 1.0, 2.0, 2.0, 5.0]), torch.tensor([1.0, 0.0, 1.0, 0.0, 2.0])
+    assert face_degraded._ranks(a).tolist() == [4.0, 1.0, 2.5, 2.5, 5.0]
+    # Pearson correlation of the ranks, by hand: ranks of b are [3.5, 1.5, 3.5, 1.5, 5]
+    assert face_degraded._spearman(a, b) == pytest.approx(0.8651809126974, rel=1e-12)
+    assert face_degraded._spearman(a, -a) == pytest.approx(-1.0)
 
 
 def test_smoke_run_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    face_degraded.main(["--smoke", "--no-progress", "--out", str(out), "--losses", "adaface", "magface"])
+    args = ["--smoke", "--no-progress", "--out", str(out), "--losses", "adaface", "magface", "--train-degrade", "0.5"]
+    face_degraded.main(args)
     result = json.loads((out / "results.json").read_text())
     assert "SYNTHETIC" in result["data"] and set(result["summary"]) == {"adaface", "magface"}
     for run in result["runs"]:
         for part in ("clean", "mixed", "probe"):
             assert 0.0 <= run[part]["accuracy"] <= 1.0
         assert set(run["levels"]) == {f"{k}{lv}" for k in face_degraded.DEGRADATIONS for lv in (1, 2, 3)}
-        assert all(v > 0 for v in run["norms"].values())
+        assert all(v > 0 for v in run["norms"].values()) and -1 <= run["norm_level_spearman"] <= 1
+        assert run["settings"]["train_degrade"] == 0.5
     with open(out / "summary.csv") as f:
         assert len(list(csv.DictReader(f))) == 2
     for name in ("face_degraded.png", "face_norm_vs_degradation.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # --resume reuses both runs (nothing retrained: the same per-run files, unchanged)
     before = {p.name: p.read_text() for p in (out / "runs").iterdir()}
-    face_degraded.main(["--smoke", "--no-progress", "--out", str(out), "--losses", "adaface", "magface", "--resume"])
+    face_degraded.main([*args, "--resume"])
     assert {p.name: p.read_text() for p in (out / "runs").iterdir()} == before
