@@ -13,8 +13,9 @@ With ``c`` the target cosine and ``n = clip(|x|, 0.001, 100)`` (detached: no gra
 
 ``m`` (default 0.4) is dimensionless: the paper uses the same number as an angle in **radians** (the angular
 part ``g_angle = -m z``) and as a **cosine** offset (the additive part ``g_add = m z + m``), so it is not in
-degrees like ArcFace's margin here. High-norm rows (``z -> 1``) get a CosFace-like margin ``2m`` and no angular
-margin; low-norm rows (``z -> -1``) an ArcFace-like angular margin ``m`` and no additive one.
+degrees like ArcFace's margin here. High-norm rows (``z -> 1``) get ``cos(theta - m) - 2m`` (the angle reduced by
+``m``, a CosFace margin ``2m``); low-norm rows (``z -> -1``) ArcFace's ``cos(theta + m)``; ``z = 0`` CosFace's
+``cos(theta) - m``.
 
 The running statistics are buffers (``batch_mean``, ``batch_std``, initial 20 and 100), so checkpoints carry
 them. As in the official head the batch's statistics enter the running ones *before* this batch's scaler is
