@@ -184,6 +184,36 @@ def plot_train_loss(result: dict, path: Path) -> Path:
     return path
 
 
+def plot_vs_degradation(
+    curves: dict[str, dict[str, list[list[float]]]],
+    ticks: dict[str, list[str]],
+    units: dict[str, str],
+    ylabel: str,
+    path: Path,
+    title: str,
+) -> None:
+    """One panel per degradation kind: ``curves[kind][label]`` = one list per seed of a value at each level
+    (clean first); plots the mean over seeds and the min–max band. ``ticks[kind]``: the level names."""
+    kinds = list(curves)
+    fig, axes = plt.subplots(1, len(kinds), figsize=(3.6 * len(kinds), 3.4), squeeze=False, sharey=True)
+    for ax, kind in zip(axes[0], kinds, strict=True):
+        for label, runs in curves[kind].items():
+            xs = range(len(runs[0]))
+            cols = list(zip(*runs, strict=True))
+            mean = [sum(c) / len(c) for c in cols]
+            (line,) = ax.plot(xs, mean, marker="o", ms=3, lw=1.5, label=label)
+            ax.fill_between(xs, [min(c) for c in cols], [max(c) for c in cols], color=line.get_color(), alpha=0.2)
+        ax.set_xticks(range(len(ticks[kind])), ticks[kind])
+        ax.set_xlabel(f"{kind}: {units[kind]}", fontsize=9)
+        ax.grid(True, alpha=0.3)
+    axes[0][0].set_ylabel(ylabel)
+    axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
 def plot_all(result: dict, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     return [

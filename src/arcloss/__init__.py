@@ -4,21 +4,35 @@
 >>> loss_fn = ArcFaceLoss(num_classes=10, embedding_size=4)
 """
 
-from . import functional, recipes, verification
-from .losses import ArcFaceLoss, CombinedMarginLoss, CosFaceLoss, MarginLoss, SubCenterArcFaceLoss
+from . import adaptive, functional, recipes, verification
+from .adaptive import AdaFaceMargin, MagFaceMargin
+from .losses import (
+    AdaFaceLoss,
+    ArcFaceLoss,
+    CombinedMarginLoss,
+    CosFaceLoss,
+    MagFaceLoss,
+    MarginLoss,
+    SubCenterArcFaceLoss,
+)
 from .margins import AngularMargin, Margin
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdaFaceLoss",
+    "AdaFaceMargin",
     "AngularMargin",
     "ArcFaceLoss",
     "CombinedMarginLoss",
     "CosFaceLoss",
+    "MagFaceLoss",
+    "MagFaceMargin",
     "Margin",
     "MarginLoss",
     "SubCenterArcFaceLoss",
     "__version__",
+    "adaptive",
     "functional",
     "recipes",
     "verification",

@@ -119,7 +119,9 @@ def fused_margin_loss(
 
     ``labels`` are global classes, ``local_labels`` the classes among ``weight``'s columns (-1: another
     shard's); ``norm_source`` (default ``embeddings``) is where the feature norms are taken from, so that a
-    sharded loss can route their gradient without summing it over ranks.
+    sharded loss can route their gradient without summing it over ranks. A margin's per-row term of the norms
+    (:meth:`~arcloss.margins.Margin.row_loss`, e.g. MagFace's regulariser) is added to the rows' losses before
+    the reduction.
     """
     if not isinstance(margin, Margin):
         raise TypeError(f"margin must be an arcloss.margins.Margin, got {type(margin).__name__}")
@@ -142,9 +144,14 @@ def fused_margin_loss(
         source = embeddings if norm_source is None else norm_source
         norm = torch.linalg.vector_norm(source.to(acc), dim=1)
         phi, dphi = margin(cos, norm)
-        return MarginCrossEntropy.apply(
+        loss = MarginCrossEntropy.apply(
             embeddings, weight, local_labels, scale * phi, (scale * dphi).detach(), scale, reduction, plan
         )
+        extra = margin.row_loss(norm)
+        if extra is None:
+            return loss
+        # A per-row term of the norms (Margin.row_loss), reduced as the cross-entropy is.
+        return loss + (extra if reduction == "none" else extra.mean() if reduction == "mean" else extra.sum())
 
 
 def arcface_loss(

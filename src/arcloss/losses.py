@@ -26,12 +26,21 @@ from ._validation import (
     check_size,
     check_values,
 )
+from .adaptive import AdaFaceMargin, MagFaceMargin
 from .distributed.sharding import Sharding
 from .functional import Reduction
 from .margins import AngularMargin, Margin
 from .ops import BACKENDS
 
-__all__ = ["ArcFaceLoss", "CombinedMarginLoss", "CosFaceLoss", "MarginLoss", "SubCenterArcFaceLoss"]
+__all__ = [
+    "AdaFaceLoss",
+    "ArcFaceLoss",
+    "CombinedMarginLoss",
+    "CosFaceLoss",
+    "MagFaceLoss",
+    "MarginLoss",
+    "SubCenterArcFaceLoss",
+]
 
 InitFunc = Callable[[Tensor], object]
 Device = torch.device | str | None
@@ -449,3 +458,131 @@ class SubCenterArcFaceLoss(ArcFaceLoss):
             return outliers
         index = dominant[None, :, None].expand(self.embedding_size, -1, 1)
         return outliers, centres.gather(2, index)[:, :, 0].clone()
+
+
+class AdaFaceLoss(MarginLoss):
+    """AdaFace (Kim et al., CVPR 2022, arXiv 2204.00964): a margin that adapts to image quality, read from the
+    feature norm, as the official head computes it (equations in :mod:`arcloss.adaptive`).
+
+    Per row, with ``z = clip(h (|x| - mu) / (sigma + 1e-3), -1, 1)`` from the running mean ``mu`` and std
+    ``sigma`` of the (clipped, detached) norms: target logit ``s * (cos(clip(theta - m z)) - m (1 + z))``.
+
+    Args:
+        num_classes: number of classes C.
+        embedding_size: embedding width D.
+        margin: the paper's ``m``, **dimensionless** (0.4): an angle in radians in the angular part and a cosine
+            offset in the additive part -- not degrees, unlike :class:`ArcFaceLoss`'s margin.
+        h: concentration of the margin scaler (0.333: ~68 % of rows have ``|z| < 0.333``).
+        scale: logit scale ``s`` (64 in the paper).
+        t_alpha: momentum of the running norm statistics (0.01, the official training configuration's default).
+        Others: as :class:`MarginLoss`. ``dtype`` also sets the statistics' dtype (float64, else float32).
+
+    Attributes:
+        W: ``(embedding_size, num_classes)`` class centres.
+        margin, h, t_alpha: views of the margin module's (settable between steps).
+        margin_fn.batch_mean, margin_fn.batch_std: the running statistics (buffers, saved in ``state_dict``;
+            updated in training mode only).
+
+    The non-target logits are ``s * cos(theta_j)`` unclamped, where the official head clamps every cosine to
+    ``±(1 - 1e-3)``: the losses differ only for rows with a non-target cosine beyond that.
+    """
+
+    margin = MarginAttribute("m", "The margin m (dimensionless).", "margin")
+    h = MarginAttribute("h", "Concentration of the margin scaler.")
+    t_alpha = MarginAttribute("t_alpha", "Momentum of the running norm statistics.")
+
+    def __init__(
+        self,
+        num_classes: int,
+        embedding_size: int,
+        margin: float = 0.4,
+        h: float = 0.333,
+        scale: float = 64,
+        t_alpha: float = 0.01,
+        *,
+        reduction: Reduction = "mean",
+        backend: str = "auto",
+        validate: bool = True,
+        rows_per_chunk: int | None = None,
+        weight_init_func: InitFunc | None = None,
+        sharding: Sharding | None = None,
+        device: Device = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        nn.Module.__init__(self)
+        options = LossOptions(reduction, backend, validate, rows_per_chunk, weight_init_func, sharding, device, dtype)
+        margin_fn = AdaFaceMargin(h=h, t_alpha=t_alpha, dtype=dtype, device=device)
+        margin_fn.set("m", margin, label="margin")
+        self._build(num_classes, embedding_size, margin_fn, scale, 1, options, {})
+
+    def _margin_repr(self) -> str:
+        return f"margin={self.margin:g}, h={self.h:g}, t_alpha={self.t_alpha:g}"
+
+
+class MagFaceLoss(MarginLoss):
+    """MagFace (Meng et al., CVPR 2021, arXiv 2103.06627): ArcFace with a per-row margin growing linearly with
+    the feature norm, plus a regulariser of the norm (equations in :mod:`arcloss.adaptive`).
+
+    ``a = clamp(|x|, l_a, u_a)``, ``m(a) = l_margin + (u_margin - l_margin) (a - l_a) / (u_a - l_a)``; per row
+    ``CE(s cos(theta_y + m(a)) vs s cos(theta_j)) + lambda_g (a / u_a^2 + 1 / a)``, reduced by ``reduction``.
+    Gradients reach the embeddings through the cosines and through ``a`` (margin and regulariser). The
+    embeddings are not normalised beforehand: their norm is the quality (:meth:`quality`).
+
+    Args:
+        num_classes: number of classes C.
+        embedding_size: embedding width D.
+        scale: logit scale ``s`` (64 in the paper).
+        l_a, u_a: norm range (10, 110 in the paper).
+        l_margin, u_margin: margins at ``l_a`` and ``u_a`` in **degrees** (the paper's 0.45 and 0.8 rad).
+        lambda_g: weight of the regulariser (35 in the paper).
+        easy_margin: margin only where ``cos(theta_y) > 0`` (on by default, as the official ``MagLinear``).
+        Others: as :class:`MarginLoss`.
+    """
+
+    l_a = MarginAttribute("l_a", "Lower end of the norm range.")
+    u_a = MarginAttribute("u_a", "Upper end of the norm range.")
+    l_margin = MarginAttribute("l_margin", "Margin at l_a, degrees.")
+    u_margin = MarginAttribute("u_margin", "Margin at u_a, degrees.")
+    lambda_g = MarginAttribute("lambda_g", "Weight of the norm regulariser.")
+    easy_margin = MarginAttribute("easy_margin", "Margin only where cos(theta_y) > 0.")
+
+    def __init__(
+        self,
+        num_classes: int,
+        embedding_size: int,
+        scale: float = 64,
+        l_a: float = 10.0,
+        u_a: float = 110.0,
+        l_margin: float = math.degrees(0.45),
+        u_margin: float = math.degrees(0.8),
+        lambda_g: float = 35.0,
+        *,
+        easy_margin: bool = True,
+        reduction: Reduction = "mean",
+        backend: str = "auto",
+        validate: bool = True,
+        rows_per_chunk: int | None = None,
+        weight_init_func: InitFunc | None = None,
+        sharding: Sharding | None = None,
+        device: Device = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        nn.Module.__init__(self)
+        options = LossOptions(reduction, backend, validate, rows_per_chunk, weight_init_func, sharding, device, dtype)
+        margin_fn = MagFaceMargin(l_a, u_a, l_margin, u_margin, lambda_g, easy_margin)
+        self._build(num_classes, embedding_size, margin_fn, scale, 1, options, {})
+
+    def quality(self, embeddings: Tensor) -> Tensor:
+        """The quality score of each embedding: its norm ``|x_i|`` ``(N,)`` (unclamped, as MagFace's inference),
+        in float32 (float64 for float64 embeddings), without gradient."""
+        if not isinstance(embeddings, Tensor) or embeddings.dim() != 2 or embeddings.shape[1] != self.embedding_size:
+            shape = tuple(embeddings.shape) if isinstance(embeddings, Tensor) else type(embeddings).__name__
+            raise ValueError(f"embeddings must have shape (N, {self.embedding_size}), got {shape}")
+        dtype = torch.float64 if embeddings.dtype == torch.float64 else torch.float32
+        return torch.linalg.vector_norm(embeddings.detach().to(dtype), dim=1)
+
+    def _margin_repr(self) -> str:
+        return (
+            f"l_a={self.l_a:g}, u_a={self.u_a:g}, l_margin={self.l_margin:g}deg, u_margin={self.u_margin:g}deg, "
+            f"lambda_g={self.lambda_g:g}, easy_margin={self.easy_margin}"
+        )

@@ -15,6 +15,9 @@ quality-adaptive margins, the feature norms) to ``phi`` and its derivative ``dph
 - ``dphi_dcos`` ``(N,)``: the derivative at fixed norm, detached. The engines fold it into the gradient of
   the target column, so nothing of the size of ``W`` is spent on the margin's gradient.
 
+A margin may also add a per-row loss term of the norms (:meth:`Margin.row_loss`, MagFace's regulariser);
+the quality-adaptive margins themselves (AdaFace, MagFace) are in :mod:`arcloss.adaptive`.
+
 A margin is a module so that it can keep state (buffers saved in checkpoints, ``train()``/``eval()``) and so
 that a loss owns exactly one: changing an attribute of the margin (a warm-up schedule, a new ``m2``) takes
 effect on the next forward. Angular margins are in **degrees** everywhere in arcloss and converted once,
@@ -68,6 +71,16 @@ class Margin(nn.Module):
             ``(phi, dphi_dcos)``, each ``(N,)`` in ``cos.dtype``; ``dphi_dcos`` detached.
         """
         raise NotImplementedError
+
+    def row_loss(self, norm: Tensor) -> Tensor | None:
+        """An extra per-row loss term computed from the feature norms, or ``None`` (the default: none).
+
+        A margin that regularises the norm (MagFace's ``lambda_g * g(|x|)``) returns an ``(N,)`` tensor in
+        ``norm.dtype``; every loss adds it to the rows' cross-entropy before the reduction (``mean``, ``sum``
+        or ``none``), single-process and sharded alike. Its gradient reaches the embeddings through ``norm``
+        by autograd (sharded: through the replicated norms, so it is not counted once per rank).
+        """
+        return None
 
     def set(self, name: str, value: object, *, label: str | None = None) -> None:
         """Set attribute ``name``; a margin that checks its values names ``label`` (the caller's name for
