@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import torch
 
 pytest.importorskip("matplotlib")
 
+from benchmarks import common
 from benchmarks.face import degraded as face_degraded
 
 
@@ -75,8 +75,9 @@ def test_smoke_run_end_to_end(tmp_path: Path) -> None:
         assert set(run["levels"]) == {f"{k}{lv}" for k in face_degraded.DEGRADATIONS for lv in (1, 2, 3)}
         assert all(v > 0 for v in run["norms"].values()) and -1 <= run["norm_level_spearman"] <= 1
         assert run["settings"]["train_degrade"] == 0.5
-    with open(out / "summary.csv") as f:
-        assert len(list(csv.DictReader(f))) == 2
+    rows = common.read_rows(out / "results.csv")  # the shared benchmark schema
+    assert {r["provider"] for r in rows} == {"adaface", "magface"}
+    assert {r["n"] for r in rows} == {"1"} and any(r["metric"] == "mixed acc" for r in rows)
     for name in ("face_degraded.png", "face_norm_vs_degradation.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # --resume reuses both runs (nothing retrained: the same per-run files, unchanged)

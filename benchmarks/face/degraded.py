@@ -18,20 +18,21 @@ level: MagFace and AdaFace read the norm as quality, so it should fall as the im
     python -m benchmarks.face.degraded --smoke         # tiny synthetic run (seconds)
 
 Writes one JSON per run to ``OUT/runs/`` (``--resume`` reuses those with the same settings), then ``results.json``,
-``summary.csv``, ``face_degraded.png`` (accuracy against degradation level) and ``face_norm_vs_degradation.png`` to
-``--out`` (default ``benchmarks/results/face_adaptive``). See docs/adaptive_margins.md.
+``results.csv`` (the shared benchmark schema), ``face_degraded.png`` (accuracy against degradation level) and
+``face_norm_vs_degradation.png`` to ``--out`` (default ``benchmarks/results/face_adaptive``).
+See docs/adaptive_margins.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import platform
 import re
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -39,6 +40,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from arcloss.verification import embed, evaluate_pairs, pair_scores
+from benchmarks import common
 from benchmarks.common import timed
 from benchmarks.face.data import DEFAULT_LFW, REPO_ROOT, resolve_data, split_identities, synthetic_identities
 from benchmarks.face.losses import LOSS_NAMES, describe, make_loss, parse_spec
@@ -272,9 +274,9 @@ def _ms(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def _report(runs: list[dict], specs, args, description: str, out: Path, wall: float) -> dict:
-    by_loss = {s.label: [r for r in runs if r["loss"] == s.label] for s in specs}
-    columns = [
+def report_columns(runs: list[dict]) -> list[tuple[str, Callable[[dict], float]]]:
+    """The reported metrics: (name, value of one run as a fraction)."""
+    columns: list[tuple[str, Callable[[dict], float]]] = [
         ("clean acc", lambda r: r["clean"]["accuracy"]),
         (f"clean TAR@{FAR}", lambda r: r["clean"]["tar"]),
         ("mixed acc", lambda r: r["mixed"]["accuracy"]),
@@ -285,6 +287,33 @@ def _report(runs: list[dict], specs, args, description: str, out: Path, wall: fl
     ]
     if all("norm_level_spearman" in r for r in runs):
         columns.append(("norm~level rho", lambda r: r["norm_level_spearman"]))
+    return columns
+
+
+def csv_rows(by_loss: dict[str, list[dict]], columns, settings: dict, env: dict) -> list[dict]:
+    """One row per (loss, metric) in the shared benchmark schema, summarising the seeds (values in %)."""
+    date = common.now_utc()
+    return [
+        common.row(
+            "face_degraded",
+            label,
+            name,
+            "%",
+            "epochs",
+            settings["epochs"],
+            [100 * get(r) for r in rs],
+            {**settings, "seeds": sorted(r["seed"] for r in rs)},
+            env,
+            date,
+        )
+        for label, rs in by_loss.items()
+        for name, get in columns
+    ]
+
+
+def _report(runs: list[dict], specs, args, description: str, out: Path, wall: float) -> dict:
+    by_loss = {s.label: [r for r in runs if r["loss"] == s.label] for s in specs}
+    columns = report_columns(runs)
     summary, rows = {}, []
     for label, rs in by_loss.items():
         summary[label] = {}
@@ -302,11 +331,11 @@ def _report(runs: list[dict], specs, args, description: str, out: Path, wall: fl
     print("\n".join(lines))
     print(f"wall time {wall:.0f} s; results in {out}")
 
-    with open(out / "summary.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["loss", "seed", *(name for name, _ in columns), "final_train_loss", "train_seconds"])
-        for r in runs:
-            w.writerow([r["loss"], r["seed"], *(get(r) for _, get in columns), r["train_loss"][-1], r["train_seconds"]])
+    results_csv = out / "results.csv"
+    results_csv.unlink(missing_ok=True)
+    common.append_rows(
+        results_csv, csv_rows(by_loss, columns, _settings(args), common.environment(torch.device("cpu")))
+    )
 
     levels = [0, 1, 2, 3]
     acc_curves, norm_curves = {}, {}
