@@ -32,19 +32,38 @@ def check_real(name: str, value: object) -> float:
     return value
 
 
-def check_cosine_margin(name: str, value: object) -> float:
-    """A cosine margin (CosFace's ``m``): a finite real number >= 0, dimensionless."""
-    margin = check_real(name, value)
-    if margin < 0:
+def check_nonnegative(name: str, value: object) -> float:
+    """A finite real number >= 0 (e.g. a cosine margin, CosFace's ``m``)."""
+    x = check_real(name, value)
+    if x < 0:
         raise ValueError(f"{name} must be >= 0, got {value!r}")
-    return margin
+    return x
+
+
+def check_positive(name: str, value: object) -> float:
+    """A finite real number > 0."""
+    x = check_real(name, value)
+    if x <= 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+    return x
+
+
+def check_fraction(name: str, value: object) -> float:
+    """A finite real number in ``[0, 1]``."""
+    x = check_real(name, value)
+    if not 0.0 <= x <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+    return x
+
+
+def check_bool(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+    return value
 
 
 def check_scale(scale: object) -> float:
-    value = check_real("scale", scale)
-    if value <= 0:
-        raise ValueError(f"scale must be > 0, got {scale!r}")
-    return value
+    return check_positive("scale", scale)
 
 
 def check_angle_degrees(name: str, degrees: object) -> float:

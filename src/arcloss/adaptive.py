@@ -52,67 +52,15 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from ._validation import check_angle_degrees, check_real
-from .margins import Margin
+from ._validation import check_angle_degrees, check_bool, check_fraction, check_nonnegative, check_positive
+from .margins import CheckedMargin, checked_attribute
 
 __all__ = ["AdaFaceMargin", "MagFaceMargin"]
 
 _EPS = 1e-3  # AdaFace's cosine clamp, angle clip and std offset; its norm floor is the same number
 
 
-def _nonnegative(name: str, value: object) -> float:
-    x = check_real(name, value)
-    if x < 0:
-        raise ValueError(f"{name} must be >= 0, got {value!r}")
-    return x
-
-
-def _positive(name: str, value: object) -> float:
-    x = check_real(name, value)
-    if x <= 0:
-        raise ValueError(f"{name} must be > 0, got {value!r}")
-    return x
-
-
-def _fraction(name: str, value: object) -> float:
-    x = check_real(name, value)
-    if not 0.0 <= x <= 1.0:
-        raise ValueError(f"{name} must be in [0, 1], got {value!r}")
-    return x
-
-
-def _bool(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {value!r}")
-    return value
-
-
-class _CheckedMargin(Margin):
-    """A margin whose hyper-parameters are checked whenever set (directly or through a loss's attribute)."""
-
-    _checks: ClassVar[dict[str, Callable[[str, object], object]]]
-
-    def set(self, name: str, value: object, *, label: str | None = None) -> None:
-        if name not in self._checks:
-            raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
-        value = self._checks[name](label or name, value)
-        previous = getattr(self, "_" + name, None)
-        object.__setattr__(self, "_" + name, value)
-        try:
-            self._validate_together(label or name)
-        except ValueError:
-            object.__setattr__(self, "_" + name, previous)  # a failed set leaves the margin as it was
-            raise
-
-    def _validate_together(self, label: str) -> None:
-        """Checks across attributes (run once all are set)."""
-
-
-def _checked(name: str, doc: str) -> property:
-    return property(lambda self: getattr(self, "_" + name), lambda self, v: self.set(name, v), doc=doc)
-
-
-class AdaFaceMargin(_CheckedMargin):
+class AdaFaceMargin(CheckedMargin):
     """AdaFace's norm-adaptive margin (see the module docstring for the equations and the official head).
 
     Args:
@@ -126,13 +74,15 @@ class AdaFaceMargin(_CheckedMargin):
     """
 
     _checks: ClassVar[dict[str, Callable[[str, object], object]]] = {
-        "m": _nonnegative,
-        "h": _nonnegative,
-        "t_alpha": _fraction,
+        "m": check_nonnegative,
+        "h": check_nonnegative,
+        "t_alpha": check_fraction,
     }
-    m = _checked("m", "The margin (dimensionless: radians in the angular part, a cosine offset in the additive one).")
-    h = _checked("h", "Concentration of the margin scaler.")
-    t_alpha = _checked("t_alpha", "Momentum of the running norm statistics.")
+    m = checked_attribute(
+        "m", "The margin (dimensionless: radians in the angular part, a cosine offset in the additive one)."
+    )
+    h = checked_attribute("h", "Concentration of the margin scaler.")
+    t_alpha = checked_attribute("t_alpha", "Momentum of the running norm statistics.")
     batch_mean: Tensor
     batch_std: Tensor
 
@@ -194,7 +144,7 @@ class AdaFaceMargin(_CheckedMargin):
         return f"m={self.m:g}, h={self.h:g}, t_alpha={self.t_alpha:g}"
 
 
-class MagFaceMargin(_CheckedMargin):
+class MagFaceMargin(CheckedMargin):
     """MagFace's magnitude-aware margin and regulariser (see the module docstring).
 
     Args:
@@ -205,21 +155,21 @@ class MagFaceMargin(_CheckedMargin):
     """
 
     _checks: ClassVar[dict[str, Callable[[str, object], object]]] = {
-        "l_a": _positive,
-        "u_a": _positive,
+        "l_a": check_positive,
+        "u_a": check_positive,
         "l_margin": check_angle_degrees,
         "u_margin": check_angle_degrees,
-        "lambda_g": _nonnegative,
-        "easy_margin": _bool,
+        "lambda_g": check_nonnegative,
+        "easy_margin": check_bool,
     }
     _l_a: float
     _u_a: float
-    l_a = _checked("l_a", "Lower end of the norm range.")
-    u_a = _checked("u_a", "Upper end of the norm range.")
-    l_margin = _checked("l_margin", "Angular margin at the lower end of the norm range, degrees.")
-    u_margin = _checked("u_margin", "Angular margin at the upper end of the norm range, degrees.")
-    lambda_g = _checked("lambda_g", "Weight of the norm regulariser.")
-    easy_margin = _checked("easy_margin", "Margin only where cos(theta) > 0.")
+    l_a = checked_attribute("l_a", "Lower end of the norm range.")
+    u_a = checked_attribute("u_a", "Upper end of the norm range.")
+    l_margin = checked_attribute("l_margin", "Angular margin at the lower end of the norm range, degrees.")
+    u_margin = checked_attribute("u_margin", "Angular margin at the upper end of the norm range, degrees.")
+    lambda_g = checked_attribute("lambda_g", "Weight of the norm regulariser.")
+    easy_margin = checked_attribute("easy_margin", "Margin only where cos(theta) > 0.")
 
     def __init__(
         self,

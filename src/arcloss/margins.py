@@ -44,13 +44,15 @@ and is exact wherever ``sin(theta)`` carries any information.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from ._validation import check_angle_degrees, check_cosine_margin, check_real
+from ._validation import check_angle_degrees, check_bool, check_nonnegative, check_positive
 
-__all__ = ["AngularMargin", "Margin"]
+__all__ = ["AngularMargin", "CheckedMargin", "Margin", "checked_attribute"]
 
 
 class Margin(nn.Module):
@@ -88,23 +90,35 @@ class Margin(nn.Module):
         setattr(self, name, value)
 
 
-def _check_m1(name: str, value: object) -> float:
-    m1 = check_real(name, value)
-    if m1 <= 0:
-        raise ValueError(f"{name} must be > 0, got {value!r}")
-    return m1
+class CheckedMargin(Margin):
+    """A margin whose hyper-parameters are checked whenever they are set (directly or through a loss's
+    attribute): ``_checks`` maps each name to its check, the value is kept as ``_<name>``, and
+    :meth:`_validate_together` checks relations between them; a failed set leaves the margin as it was."""
+
+    _checks: ClassVar[dict[str, Callable[[str, object], object]]] = {}
+
+    def set(self, name: str, value: object, *, label: str | None = None) -> None:
+        if name not in self._checks:
+            raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+        value = self._checks[name](label or name, value)
+        previous = getattr(self, "_" + name, None)
+        object.__setattr__(self, "_" + name, value)
+        try:
+            self._validate_together(label or name)
+        except ValueError:
+            object.__setattr__(self, "_" + name, previous)
+            raise
+
+    def _validate_together(self, label: str) -> None:
+        """Checks across attributes (run after each set); none by default."""
 
 
-def _check_bool(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {value!r}")
-    return value
+def checked_attribute(name: str, doc: str) -> property:
+    """A :class:`CheckedMargin` attribute: read ``_<name>``, write through :meth:`CheckedMargin.set`."""
+    return property(lambda self: getattr(self, "_" + name), lambda self, v: self.set(name, v), doc=doc)
 
 
-_CHECKS = {"m1": _check_m1, "m2": check_angle_degrees, "m3": check_cosine_margin, "easy_margin": _check_bool}
-
-
-class AngularMargin(Margin):
+class AngularMargin(CheckedMargin):
     """The combined angular margin ``phi(theta) = cos(m1 * theta + m2) - m3``, independent of the norm.
 
     Args:
@@ -117,6 +131,12 @@ class AngularMargin(Margin):
     put the margin in an invalid state.
     """
 
+    _checks: ClassVar[dict[str, Callable[[str, object], object]]] = {
+        "m1": check_positive,
+        "m2": check_angle_degrees,
+        "m3": check_nonnegative,
+        "easy_margin": check_bool,
+    }
     _m1: float
     _m2: float
     _m3: float
@@ -142,17 +162,10 @@ class AngularMargin(Margin):
         spec.easy_margin = easy_margin
         return spec
 
-    def set(self, name: str, value: object, *, label: str | None = None) -> None:
-        if name not in _CHECKS:
-            raise AttributeError(f"AngularMargin has no attribute {name!r}")
-        object.__setattr__(self, "_" + name, _CHECKS[name](label or name, value))
-
-    m1 = property(lambda self: self._m1, lambda self, v: self.set("m1", v), doc="Multiplicative angular margin.")
-    m2 = property(lambda self: self._m2, lambda self, v: self.set("m2", v), doc="Additive angular margin, degrees.")
-    m3 = property(lambda self: self._m3, lambda self, v: self.set("m3", v), doc="Additive cosine margin.")
-    easy_margin = property(
-        lambda self: self._easy_margin, lambda self, v: self.set("easy_margin", v), doc="Margin only where cos > 0."
-    )
+    m1 = checked_attribute("m1", "Multiplicative angular margin.")
+    m2 = checked_attribute("m2", "Additive angular margin, degrees.")
+    m3 = checked_attribute("m3", "Additive cosine margin.")
+    easy_margin = checked_attribute("easy_margin", "Margin only where cos > 0.")
 
     @property
     def m2_radians(self) -> float:
