@@ -46,44 +46,45 @@ def agree_on_inputs(
     return [row[0] for row in table]
 
 
-class _GatherRows(torch.autograd.Function):
-    """Every rank's rows, concatenated in rank order; see :func:`gather_rows`."""
+class _GatherEmbeddings(torch.autograd.Function):
+    """Every rank's rows in rank order, as two outputs of one all-gather; see :func:`gather_embeddings`."""
 
     @staticmethod
-    def forward(ctx, t: Tensor, sizes: list[int], group, grad_scale: float, summed: bool) -> Tensor:
+    def forward(ctx, t: Tensor, sizes: list[int], group, grad_scale: float) -> tuple[Tensor, Tensor]:
         rank = dist.get_rank(group)
         ctx.rows = slice(sum(sizes[:rank]), sum(sizes[: rank + 1]))
-        ctx.group, ctx.grad_scale, ctx.summed = group, grad_scale, summed
-        return _all_gather_rows(t, sizes, group)
+        ctx.group, ctx.grad_scale = group, grad_scale
+        gathered = gather_rows(t, sizes, group)
+        return gathered, gathered.clone()
 
     @staticmethod
-    def backward(ctx, grad: Tensor):
-        if ctx.summed:
-            grad = grad.contiguous()
-            dist.all_reduce(grad, op=dist.ReduceOp.SUM, group=ctx.group)
-        grad = grad[ctx.rows]
-        return (grad * ctx.grad_scale if ctx.grad_scale != 1.0 else grad.clone()), None, None, None, None
+    def backward(ctx, grad_summed: Tensor, grad_replicated: Tensor):
+        summed = grad_summed.contiguous()
+        dist.all_reduce(summed, op=dist.ReduceOp.SUM, group=ctx.group)
+        grad = summed[ctx.rows] + grad_replicated[ctx.rows]
+        return grad * ctx.grad_scale, None, None, None
 
 
-def _all_gather_rows(t: Tensor, sizes: list[int], group) -> Tensor:
+def gather_rows(t: Tensor, sizes: list[int], group: dist.ProcessGroup | None) -> Tensor:
+    """Concatenate every rank's ``t`` (``(n_r, ...)``, uneven ``n_r`` allowed) in rank order (no gradient)."""
     padded = torch.nn.functional.pad(t, (0, 0) * (t.dim() - 1) + (0, max(sizes) - t.shape[0])).contiguous()
     parts = [torch.empty_like(padded) for _ in sizes]
     dist.all_gather(parts, padded, group=group)
     return torch.cat([part[:n] for part, n in zip(parts, sizes, strict=True)])
 
 
-def gather_rows(
-    t: Tensor, sizes: list[int], group: dist.ProcessGroup | None, *, grad_scale: float = 1.0, summed: bool = True
-) -> Tensor:
-    """Concatenate every rank's ``t`` (``(n_r, ...)``, uneven ``n_r`` allowed) in rank order.
+def gather_embeddings(
+    t: Tensor, sizes: list[int], group: dist.ProcessGroup | None, *, grad_scale: float = 1.0
+) -> tuple[Tensor, Tensor]:
+    """Every rank's embeddings ``(n_r, D)`` in rank order, gathered once and returned twice, for the two
+    gradient rules a sharded loss needs. The gradient that returns to this rank's rows is, times ``grad_scale``:
 
-    The gradient that returns to this rank's rows is, times ``grad_scale``:
-
-    - ``summed=True``: the sum of every rank's gradient for them -- for what each rank computes from its own
-      classes (partial contributions);
-    - ``summed=False``: this rank's own gradient for them -- for what every rank computes identically
+    - through the first output, the sum of every rank's gradient for them -- for what each rank computes from
+      its own classes (partial contributions);
+    - through the second, this rank's own gradient for them -- for what every rank computes identically
       (replicated work, such as the feature norms a margin reads), which a sum would count ``world`` times.
     """
     if not t.requires_grad:
-        return _all_gather_rows(t, sizes, group)
-    return _GatherRows.apply(t, sizes, group, grad_scale, summed)
+        gathered = gather_rows(t, sizes, group)
+        return gathered, gathered
+    return _GatherEmbeddings.apply(t, sizes, group, grad_scale)

@@ -39,7 +39,7 @@ from .._validation import check_choice, check_inputs, check_real
 from ..margins import Margin
 from ..ops import ShardSpec, accumulation_dtype
 from ..ops.chunked import chunk_rows
-from .collectives import agree_on_inputs, gather_rows, rank_world
+from .collectives import agree_on_inputs, gather_embeddings, gather_rows, rank_world
 from .partial_fc import columns_of_labels, mix_seed, num_sampled_columns, sample_columns
 
 __all__ = ["Sharding", "class_range"]
@@ -169,8 +169,7 @@ class Sharding(nn.Module):
             n, dtype = (embeddings.shape[0], embeddings.dtype) if ok else (0, None)
             sizes = agree_on_inputs(n, dtype, error, loss.W.device, group)
             grad_scale = float(world) if self.grad_reduction == "mean" else 1.0
-            x = gather_rows(embeddings, sizes, group, grad_scale=grad_scale, summed=True)
-            x_replicated = gather_rows(embeddings, sizes, group, grad_scale=grad_scale, summed=False)
+            x, x_replicated = gather_embeddings(embeddings, sizes, group, grad_scale=grad_scale)
             all_labels = gather_rows(labels, sizes, group)
         k = loss.sub_centers
         columns = self._sample(all_labels) if self.training and self.sample_rate < 1.0 else None
